@@ -1,0 +1,145 @@
+"""The text tokenizer: a Hugging Face `tokenizers` object with mmr1's special tokens.
+
+mmr1 trains byte-level BPE vocabularies itself (in memory, in milliseconds) or loads
+any folder with a `tokenizer.json` (or one AutoTokenizer can read). The SPECIAL_TOKENS
+are always present; a trained BPE holds them at ids 0..10, so `<pad>`=0, `<s>`=1,
+`</s>`=2 match CoreConfig's defaults. `<s>`/`</s>` delimit the core's chat format
+whatever the vocabulary; padding and masking use the folder's own pad/mask tokens
+when it names them (e.g. BERT's `[PAD]`), so a pretrained text encoder never sees an
+id outside its embedding table.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Iterable
+
+import tokenizers
+from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors, trainers
+
+from mmr1.config import SPECIAL_TOKENS
+
+
+class Tokenizer:
+    """Encode/decode text; special tokens are single ids."""
+
+    def __init__(self, backend: tokenizers.Tokenizer, pad_token: str = "<pad>", mask_token: str = "<mask>"):
+        missing = [t for t in SPECIAL_TOKENS if backend.token_to_id(t) is None]
+        if missing:
+            backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
+        self.backend = backend
+        self.pad_token = pad_token
+        self.mask_token = mask_token
+
+    # ---- construction -------------------------------------------------------------
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 512) -> "Tokenizer":
+        """A byte-level BPE trained in memory; special tokens take ids 0..10."""
+        if vocab_size < len(SPECIAL_TOKENS) + 256:
+            raise ValueError(f"vocab_size: must be at least {len(SPECIAL_TOKENS) + 256} for byte-level BPE, got {vocab_size}")
+        backend = tokenizers.Tokenizer(models.BPE())
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+        backend.train_from_iterator(texts, trainer)
+        backend.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", special_tokens=[("<s>", 1), ("</s>", 2)],
+        )
+        return cls(backend)
+
+    @classmethod
+    def default(cls) -> "Tokenizer":
+        """The vocabulary of the `tiny` preset: 512 BPE tokens trained on the synthetic corpus."""
+        return _default_tokenizer()
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "Tokenizer":
+        """Load a folder written by `save`, or any Hugging Face tokenizer folder."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such tokenizer folder")
+        if (folder / "tokenizer.json").is_file():
+            backend = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+        else:
+            from transformers import AutoTokenizer
+
+            backend = AutoTokenizer.from_pretrained(str(folder)).backend_tokenizer
+        names = _special_token_names(folder)
+        return cls(backend, names.get("pad_token", "<pad>"), names.get("mask_token", "<mask>"))
+
+    def save(self, folder: str | Path) -> Path:
+        """Write tokenizer.json + tokenizer_config.json (AutoTokenizer-loadable)."""
+        from transformers import PreTrainedTokenizerFast
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        hf = PreTrainedTokenizerFast(
+            tokenizer_object=self.backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+            pad_token=self.pad_token, mask_token=self.mask_token,
+        )
+        hf.save_pretrained(str(folder))
+        return folder
+
+    # ---- use ----------------------------------------------------------------------
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_id(self, token: str) -> int:
+        index = self.backend.token_to_id(token)
+        if index is None:
+            raise KeyError(f"{token!r} is not in the vocabulary")
+        return index
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    @property
+    def pad_id(self) -> int:
+        return self.token_id(self.pad_token)
+
+    @property
+    def mask_id(self) -> int:
+        return self.token_id(self.mask_token)
+
+    @property
+    def bos_id(self) -> int:
+        return self.token_id("<s>")
+
+    @property
+    def eos_id(self) -> int:
+        return self.token_id("</s>")
+
+
+def _special_token_names(folder: Path) -> dict[str, str]:
+    """pad/mask token names from tokenizer_config.json or special_tokens_map.json."""
+    names: dict[str, str] = {}
+    for file in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = folder / file
+        if path.is_file():
+            data = json.loads(path.read_text())
+            for key in ("pad_token", "mask_token"):
+                value = data.get(key)
+                if isinstance(value, dict):
+                    value = value.get("content")
+                if isinstance(value, str):
+                    names[key] = value
+    return names
+
+
+@functools.lru_cache(maxsize=1)
+def _default_tokenizer() -> Tokenizer:
+    from mmr1.datamodules.synth import text_corpus
+
+    return Tokenizer.train(text_corpus(), vocab_size=512)
