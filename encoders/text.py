@@ -23,6 +23,9 @@ class TextEncoder(nn.Module):
         super().__init__()
         if cfg.pretrained is not None:
             self.model = AutoModel.from_pretrained(cfg.pretrained, local_files_only=True, add_pooling_layer=False)
+            config = self.model.config
+            offset = config.pad_token_id + 1 if "roberta" in config.model_type else 0  # RoBERTa skips pad positions
+            self.max_positions: int = config.max_position_embeddings - offset
         else:
             if cfg.vocab_size <= 0:
                 raise ValueError(f"text.vocab_size: must be positive, got {cfg.vocab_size}")
@@ -36,11 +39,9 @@ class TextEncoder(nn.Module):
             else:
                 config = BertConfig(max_position_embeddings=cfg.max_positions, **sizes)
                 self.model = BertModel(config, add_pooling_layer=False)
-        config = self.model.config
-        self.width: int = config.hidden_size
-        self.vocab_size: int = config.vocab_size
-        offset = config.pad_token_id + 1 if "roberta" in config.model_type else 0
-        self.max_positions: int = config.max_position_embeddings - offset
+            self.max_positions = cfg.max_positions
+        self.width: int = self.model.config.hidden_size
+        self.vocab_size: int = self.model.config.vocab_size
 
     def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> EncoderOutput:
         """text_ids [B, L] long; text_mask [B, L] bool or int, True/1 = a real token."""

@@ -33,7 +33,9 @@ class Fusion(nn.Module):
         super().__init__()
         unknown = sorted(set(input_widths) - set(MODALITIES))
         if unknown or not input_widths:
-            raise ValueError(f"input_widths: modalities must be a non-empty subset of {MODALITIES}, got {sorted(input_widths)}")
+            raise ValueError(
+                f"input_widths: modalities must be a non-empty subset of {MODALITIES}, got {sorted(input_widths)}"
+            )
         self.modalities = tuple(m for m in MODALITIES if m in input_widths)
         self.input_widths = {m: input_widths[m] for m in self.modalities}
         self.output_width = cfg.width
@@ -87,5 +89,5 @@ class Fusion(nn.Module):
                 continue
             shape, width = tuple(inputs[m].tokens.shape), self.input_widths[m]
             batch = shape[0] if batch is None else batch
-            if len(shape) != 3 or shape[0] != batch or shape[2] != width:
+            if shape[0] != batch or shape[2] != width:
                 raise ValueError(f"{m}: expected tokens [B={batch}, L, {width}], got {list(shape)}")

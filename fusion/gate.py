@@ -17,7 +17,9 @@ class Gate(nn.Module):
         self.proj = nn.Linear(dim, dim)  # Proj
         self.alpha = nn.Parameter(torch.zeros(dim))  # per-channel; tanh(0) = 0 closes the gate
 
-    def forward(self, hidden: torch.Tensor, update: torch.Tensor, present: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, update: torch.Tensor, present: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """Mix `update` into `hidden` (both [B, L, D]); samples with `present` [B] False keep `hidden`."""
         g = torch.tanh(self.alpha) * torch.sigmoid(self.score(torch.cat([hidden, update], dim=-1)))  # [B, L, D]
         if present is not None:
