@@ -64,8 +64,8 @@ class Spec:
 
     @property
     def caption(self) -> str:
-        parts = [_image_caption(self.shapes)] if self.shapes else []
-        return " ".join(parts + ([_audio_caption(self.tones)] if self.tones else []))
+        image = [_image_caption(self.shapes)] if self.shapes else []
+        return " ".join(image + ([_audio_caption(self.tones)] if self.tones else []))
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class Synth:
         if self.difficulty not in (None, 1, 2, 3):
             raise ValueError(f"difficulty: expected 1, 2, 3 or None, got {self.difficulty!r}")
         if self.image_size < 32:
-            raise ValueError(f"image_size: must be at least 32 pixels so shapes stay tellable apart, got {self.image_size}")
+            raise ValueError(f"image_size: must be at least 32 pixels, got {self.image_size}")
 
     def spec(self, index: int) -> Spec:
         for attempt in range(10_000):

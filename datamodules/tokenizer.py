@@ -29,6 +29,8 @@ class Tokenizer:
         missing = [t for t in SPECIAL_TOKENS if backend.token_to_id(t) is None]
         if missing:
             backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
+        backend.no_padding()  # the collator pads and truncates
+        backend.no_truncation()
         self.backend = backend
         self.pad_token = pad_token
         self.mask_token = mask_token
@@ -38,7 +40,7 @@ class Tokenizer:
     def train(cls, texts: Iterable[str], vocab_size: int = 512) -> "Tokenizer":
         """A byte-level BPE trained in memory; special tokens take ids 0..10."""
         if vocab_size < len(SPECIAL_TOKENS) + 256:
-            raise ValueError(f"vocab_size: must be at least {len(SPECIAL_TOKENS) + 256} for byte-level BPE, got {vocab_size}")
+            raise ValueError(f"vocab_size: byte-level BPE needs at least {len(SPECIAL_TOKENS) + 256}, got {vocab_size}")
         backend = tokenizers.Tokenizer(models.BPE())
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
@@ -97,6 +99,11 @@ class Tokenizer:
         if index is None:
             raise KeyError(f"{token!r} is not in the vocabulary")
         return index
+
+    @property
+    def special_ids(self) -> set[int]:
+        """Ids of every special token (mmr1's and the vocabulary's own, e.g. [CLS])."""
+        return {i for i, token in self.backend.get_added_tokens_decoder().items() if token.special}
 
     @property
     def vocab_size(self) -> int:

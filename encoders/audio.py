@@ -8,8 +8,7 @@ from torch import nn
 from torchaudio.models.conformer import ConformerLayer
 
 from mmr1.config import AudioConfig
-from mmr1.encoders.output import EncoderOutput
-from mmr1.encoders.text import masked_mean
+from mmr1.encoders.output import EncoderOutput, masked_mean
 
 
 def _halve(n: torch.Tensor) -> torch.Tensor:
@@ -27,7 +26,9 @@ class Conv2dSubsampling(nn.Module):
 
     def __init__(self, n_mels: int, width: int) -> None:
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(1, width, 3, stride=2), nn.ReLU(), nn.Conv2d(width, width, 3, stride=2), nn.ReLU())
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, width, 3, stride=2), nn.ReLU(), nn.Conv2d(width, width, 3, stride=2), nn.ReLU(),
+        )
         n_freq = int(_halve(_halve(torch.tensor(n_mels))))
         self.out = nn.Linear(width * n_freq, width)
 
@@ -89,7 +90,7 @@ class AudioEncoder(nn.Module):
     def log_mel(
         self, waveform: torch.Tensor, lengths: torch.Tensor, sample_rate: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Resampled, per-utterance normalised log-mel features [B, T, n_mels] (0 past each clip) and frame lengths [B]."""
+        """Features [B, T, n_mels]: resampled log-mel, normalised per utterance, 0 past each clip; frame lengths [B]."""
         cfg = self.cfg
         sample_rate = cfg.sample_rate if sample_rate is None else sample_rate
         self._check_waveform(waveform, lengths, sample_rate)
@@ -134,15 +135,18 @@ class AudioEncoder(nn.Module):
         if sample_rate <= 0:
             raise ValueError(f"sample_rate: must be positive, got {sample_rate}")
         longest = int(self.cfg.max_seconds * sample_rate)
-        expected = f"expected float [B, S] with B > 0 and S <= {longest} ({self.cfg.max_seconds} s at {sample_rate} Hz)"
-        if waveform.ndim != 2 or waveform.shape[0] == 0 or waveform.shape[1] > longest or not waveform.is_floating_point():
-            raise ValueError(f"waveform: {expected}, got {waveform.dtype} {list(waveform.shape)}")
+        shape_ok = waveform.ndim == 2 and waveform.shape[0] > 0 and waveform.shape[1] <= longest
+        if not shape_ok or not waveform.is_floating_point():
+            raise ValueError(
+                f"waveform: expected float [B, S] with B > 0 and S <= {longest} ({self.cfg.max_seconds} s at "
+                f"{sample_rate} Hz), got {waveform.dtype} {list(waveform.shape)}"
+            )
         B, S = waveform.shape
         resampled = torch.tensor(-(-S * self.cfg.sample_rate // sample_rate))
         if self.subsample.output_lengths(self.frame_lengths(resampled)) < 1:
             raise ValueError(f"waveform: {S} samples at {sample_rate} Hz are too short to give one audio token")
         if lengths.shape != (B,) or lengths.is_floating_point() or lengths.dtype == torch.bool:
-            raise ValueError(f"lengths: expected integer [{B}] like waveform's batch, got {lengths.dtype} {list(lengths.shape)}")
+            raise ValueError(f"lengths: expected integer [{B}], got {lengths.dtype} {list(lengths.shape)}")
         if lengths.min() < 0 or lengths.max() > S:
             raise ValueError(f"lengths: expected values in [0, {S}] (waveform has {S} samples), got {lengths.tolist()}")
 

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 import torch
 
 
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of tokens [B, L, D] over mask [B, L]; a row with no tokens gives zeros."""
+    weights = mask.to(tokens.dtype)[..., None]  # [B, L, 1]
+    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)  # [B, D]
+
+
 @dataclass
 class EncoderOutput:
     """Tokens of one modality for a batch.

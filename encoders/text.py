@@ -7,13 +7,7 @@ from torch import nn
 from transformers import AutoModel, BertConfig, BertModel, RobertaConfig, RobertaModel
 
 from mmr1.config import TextEncoderConfig
-from mmr1.encoders.output import EncoderOutput
-
-
-def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of tokens [B, L, D] over mask [B, L]; a row with no tokens gives zeros."""
-    weights = mask.to(tokens.dtype)[..., None]  # [B, L, 1]
-    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)  # [B, D]
+from mmr1.encoders.output import EncoderOutput, masked_mean
 
 
 class TextEncoder(nn.Module):

@@ -12,7 +12,7 @@ import pickle
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 WEIGHTS_NAME = "model.safetensors"
@@ -23,7 +23,7 @@ def save_pretrained(model: nn.Module, config: dict, folder: str | Path, tokenize
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-    save_model(model, str(folder / WEIGHTS_NAME))  # handles tied weights
+    save_file(_unique_state(model), str(folder / WEIGHTS_NAME))
     if tokenizer is not None:
         tokenizer.save(folder)
     return folder
@@ -39,14 +39,33 @@ def read_config(folder: str | Path, architecture: str) -> dict:
     return data
 
 
+def _unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with tied tensors stored once (under their first name), each its own copy."""
+    state, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tuple(tensor.shape))
+        if key not in seen:
+            seen.add(key)
+            state[name] = tensor.detach().contiguous().clone()
+    return state
+
+
 def load_pretrained_state(model: nn.Module, folder: str | Path) -> None:
+    """Load model.safetensors strictly: every tensor present (tied ones once), every shape equal."""
     path = Path(folder) / WEIGHTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: no {WEIGHTS_NAME}")
-    missing, unexpected = load_model(model, str(path), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not match the config: missing {sorted(missing)[:8]}, "
-                         f"unexpected {sorted(unexpected)[:8]}")
+    state = load_file(str(path))
+    expected = model.state_dict()
+    stored = {(expected[k].data_ptr(), tuple(expected[k].shape)) for k in state if k in expected}
+    missing = [k for k, t in expected.items() if k not in state and (t.data_ptr(), tuple(t.shape)) not in stored]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [f"{k}: stored {list(v.shape)}, model {list(expected[k].shape)}"
+                   for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    if missing or unexpected or wrong_shape:
+        raise ValueError(f"{path}: weights do not match the config: missing {missing[:8]}, "
+                         f"unexpected {unexpected[:8]}, wrong shape {wrong_shape[:8]}")
+    model.load_state_dict(state, strict=False)
 
 
 def safe_torch_load(path: str | Path) -> dict:

@@ -1,0 +1,138 @@
+"""Pad a list of examples into the batch the model consumes, for one objective.
+
+Always (when some record in the batch has it):
+  pixel_values [B, 3, H, W] + image_mask [B] · audio_values [B, S] + audio_lengths [B]
+  text_ids / text_mask [B, L]: the text encoder's input (question, or caption/text)
+  answers: list[str] · ids: list[str]
+sft         input_ids / attention_mask / labels [B, T], right-padded; labels are -100 on
+            the prompt and padding (unshifted: labels[t] is the token at t)
+rl          input_ids / attention_mask [B, T], LEFT-padded prompts for generation
+preference  chosen_* and rejected_* input_ids / attention_mask / labels, one width T
+paired      the media and caption text only
+masked      text_ids with BERT-style masking and text_labels [B, L] (-100 = not masked)
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from mmr1.datamodules.prompt import format_prompt, format_response
+from mmr1.datamodules.records import OBJECTIVES
+from mmr1.datamodules.tokenizer import Tokenizer
+
+IGNORE = -100  # label of positions outside the loss
+MEDIA_KEYS = {"image": "pixel_values", "audio": "audio_values"}  # modality -> example key
+
+
+class Collator:
+    """Callable `collate_fn`: list of examples → batch dict."""
+
+    def __init__(self, tokenizer: Tokenizer, objective: str, text_tokenizer: Optional[Tokenizer] = None,
+                 max_length: Optional[int] = None, text_max_length: Optional[int] = None,
+                 mlm_probability: float = 0.15):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
+        self.tokenizer = tokenizer
+        self.text_tokenizer = text_tokenizer or tokenizer
+        self.objective = objective
+        self.max_length = max_length  # longest core sequence; longer ones are cut on the right
+        self.text_max_length = text_max_length  # longest text-encoder input
+        self.mlm_probability = mlm_probability
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = media(examples)
+        texts = [self._encoder_text(e) for e in examples]
+        if any(t is not None for t in texts):
+            rows = [self.text_tokenizer.encode(t, add_special_tokens=True)[:self.text_max_length] if t else []
+                    for t in texts]
+            batch["text_ids"], batch["text_mask"] = pad(rows, self.text_tokenizer.pad_id)  # [B, L]
+            if self.objective == "masked":
+                batch["text_ids"], batch["text_labels"] = self._mask_tokens(batch["text_ids"], batch["text_mask"])
+        if self.objective == "sft":
+            rows = [self._sequence(e, format_response(e["reasoning"], e["answer"])) for e in examples]
+            batch.update(self._padded(rows))
+        elif self.objective == "rl":
+            rows = [self._sequence(e, None)[0] for e in examples]
+            batch["input_ids"], batch["attention_mask"] = pad(rows, self.tokenizer.pad_id, left=True)  # [B, T]
+        elif self.objective == "preference":
+            rows = [self._sequence(e, _ended(e[side])) for side in ("chosen", "rejected") for e in examples]
+            both = self._padded(rows)  # [2B, T] each
+            for key, value in both.items():
+                batch[f"chosen_{key}"], batch[f"rejected_{key}"] = value.chunk(2)
+        if any(e.get("answer") is not None for e in examples):
+            batch["answers"] = [e.get("answer") or "" for e in examples]
+        if any(e.get("id") is not None for e in examples):
+            batch["ids"] = [str(e.get("id") or "") for e in examples]
+        skipped = [reason for e in examples for reason in e.get("skipped", ())]
+        if skipped:
+            batch["skipped"] = skipped
+        return batch
+
+    def _encoder_text(self, example: dict) -> Optional[str]:
+        if self.objective == "paired":
+            return example.get("caption") or example.get("text")
+        if self.objective == "masked":
+            return example.get("text") or example.get("caption") or example.get("question")
+        return example.get("question")
+
+    def _sequence(self, example: dict, response: Optional[str]) -> tuple[list[int], list[int]]:
+        """(ids, labels) of prompt + response, labels -100 on the prompt."""
+        modalities = [m for m, key in MEDIA_KEYS.items() if example[key] is not None]
+        prompt = self.tokenizer.encode(format_prompt(example["question"], modalities))
+        ids = prompt + (self.tokenizer.encode(response) if response else [])
+        labels = [IGNORE] * len(prompt) + ids[len(prompt):]
+        return ids[:self.max_length], labels[:self.max_length]
+
+    def _padded(self, rows: list[tuple[list[int], list[int]]]) -> dict:
+        input_ids, attention_mask = pad([ids for ids, _ in rows], self.tokenizer.pad_id)  # [B, T]
+        labels, _ = pad([labels for _, labels in rows], IGNORE)  # [B, T]
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def _mask_tokens(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """BERT masking of real, non-special tokens: 80% <mask>, 10% random, 10% kept."""
+        special = torch.isin(ids, torch.tensor(sorted(self.text_tokenizer.special_ids)))
+        chosen = (torch.rand(ids.shape) < self.mlm_probability) & mask & ~special  # [B, L]
+        labels = torch.where(chosen, ids, IGNORE)
+        draw = torch.rand(ids.shape)
+        ids = torch.where(chosen & (draw < 0.8), self.text_tokenizer.mask_id, ids)
+        base_vocab = self.text_tokenizer.backend.get_vocab_size(with_added_tokens=False)
+        ids = torch.where(chosen & (draw >= 0.8) & (draw < 0.9), torch.randint(base_vocab, ids.shape), ids)
+        return ids, labels
+
+
+def media(examples: list[dict]) -> dict:
+    """pixel_values/image_mask and audio_values/audio_lengths, each only when some example has it."""
+    batch = {}
+    images = [e["pixel_values"] for e in examples]
+    if any(x is not None for x in images):
+        blank = torch.zeros_like(next(x for x in images if x is not None))
+        batch["pixel_values"] = torch.stack([blank if x is None else x for x in images])  # [B, 3, H, W]
+        batch["image_mask"] = torch.tensor([x is not None for x in images])  # [B]
+    waves = [e["audio_values"] for e in examples]
+    if any(w is not None for w in waves):
+        lengths = torch.tensor([0 if w is None else len(w) for w in waves])  # [B]
+        values = torch.zeros(len(waves), int(lengths.max()))  # [B, S]
+        for row, wave in enumerate(waves):
+            if wave is not None:
+                values[row, :len(wave)] = wave
+        batch["audio_values"], batch["audio_lengths"] = values, lengths
+    return batch
+
+
+def pad(rows: list[list[int]], value: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, T] long ids and [B, T] bool mask (True = real token), padded right or left."""
+    width = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), width), value, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = True
+    return ids, mask
+
+
+def _ended(response: str) -> str:
+    """A chosen/rejected response, closed with </s> if it is not already."""
+    return response if response.rstrip().endswith("</s>") else response + "</s>"

@@ -1,0 +1,169 @@
+"""LightningDataModules, one per objective family, over manifests or the synthetic generator.
+
+With no manifest at all, every split comes from the built-in generator (disjoint splits,
+deterministic per seed); with some manifests, only those splits exist. Datasets are
+map-style, so Lightning injects its DistributedSampler under DDP, and items depend only
+on their index, so `seed_everything(workers=True)` makes runs repeatable.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Optional
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from mmr1.config import Config
+from mmr1.datamodules.collate import Collator
+from mmr1.datamodules.manifest import ManifestDataset
+from mmr1.datamodules.records import RecordProcessor
+from mmr1.datamodules.synth import Synth
+from mmr1.datamodules.synth_dataset import SynthDataset
+from mmr1.datamodules.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+class MultimodalDataModule(L.LightningDataModule):
+    """Shared machinery; subclasses only pick the objective."""
+
+    objective = ""
+
+    def __init__(
+        self,
+        train_manifest: Optional[str] = None,
+        val_manifest: Optional[str] = None,
+        test_manifest: Optional[str] = None,
+        preset: str = "tiny",
+        config: Optional[Config] = None,
+        tokenizer: Optional[str] = None,
+        text_tokenizer: Optional[str] = None,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        seed: int = 0,
+        skip_bad_records: bool = False,
+        synth_train_size: int = 2000,
+        synth_val_size: int = 200,
+        synth_test_size: int = 200,
+        difficulty: Optional[int] = None,
+        max_length: Optional[int] = None,
+        augment: bool = True,
+    ):
+        """
+        Args:
+            train_manifest / val_manifest / test_manifest: JSONL manifests; all None = synthetic data.
+            preset: model preset whose vision/audio/text settings shape the inputs (ignored if `config`).
+            config: the model's Config (link it from the model in LightningCLI).
+            tokenizer: a tokenizer folder; None = `Tokenizer.default()` (the tiny preset's vocabulary).
+            text_tokenizer: folder for the text encoder's ids; None = config.text.pretrained, else `tokenizer`.
+            batch_size / num_workers: per process (per GPU under DDP).
+            seed: seed of the synthetic splits.
+            skip_bad_records: skip and report bad records instead of raising.
+            synth_*_size / difficulty: size and difficulty (1..3, None = mixed) of the synthetic splits.
+            max_length: longest core sequence in tokens (cut on the right); None = no limit.
+            augment: image augmentation on the training split.
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["config"])
+        self.config = config or Config.from_name(preset)
+        self.manifests = {"train": train_manifest, "val": val_manifest, "test": test_manifest}
+        self.synth_sizes = {"train": synth_train_size, "val": synth_val_size, "test": synth_test_size}
+        self.datasets: dict[str, Dataset] = {}
+        self.skipped: list[str] = []  # "manifest:line: reason" gathered from batches since the last report
+        self._tokenizer = tokenizer
+        self._text_tokenizer = text_tokenizer
+
+    # ---- building ---------------------------------------------------------------------
+    def setup(self, stage: Optional[str] = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in splits.get(stage, ("train", "val", "test")):
+            if split not in self.datasets:
+                dataset = self._dataset(split)
+                if dataset is not None:
+                    self.datasets[split] = dataset
+
+    def _dataset(self, split: str) -> Optional[Dataset]:
+        processors = RecordProcessor.from_config(self.config, train=split == "train" and self.hparams.augment)
+        if not any(self.manifests.values()):
+            synth = Synth(self.hparams.seed, split, self.hparams.difficulty, self.config.vision.image_size
+                          if self.config.vision is not None else 32)
+            return SynthDataset(synth, self.synth_sizes[split], processors)
+        if self.manifests[split] is None:
+            return None
+        dataset = ManifestDataset(self.manifests[split], processors, self.objective, self.hparams.skip_bad_records)
+        for line, reason in dataset.skipped:
+            log.warning("skipped bad record %s:%d: %s", dataset.path, line, reason)
+        return dataset
+
+    @functools.cached_property
+    def collator(self) -> Collator:
+        """The objective's collator with the model's tokenizer(s), built once."""
+        tokenizer = Tokenizer.from_pretrained(self._tokenizer) if self._tokenizer else Tokenizer.default()
+        text_folder = self._text_tokenizer or (self.config.text.pretrained if self.config.text is not None else None)
+        text_tokenizer = Tokenizer.from_pretrained(text_folder) if text_folder else tokenizer
+        text_max_length = self.config.text.max_positions if self.config.text is not None else None
+        return Collator(tokenizer, self.objective, text_tokenizer, self.hparams.max_length, text_max_length)
+
+    # ---- loading ------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader | list:
+        if split not in self.datasets:
+            return []
+        workers = self.hparams.num_workers
+        return DataLoader(self.datasets[split], batch_size=self.hparams.batch_size, shuffle=shuffle,
+                          num_workers=workers, persistent_workers=workers > 0, collate_fn=self.collator)
+
+    def train_dataloader(self) -> DataLoader | list:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader | list:
+        return self._loader("test")
+
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Takes the skip reports out of the batch (the model never sees them) and logs each one."""
+        for reason in batch.pop("skipped", ()):
+            log.warning("skipped bad record %s", reason)
+            self.skipped.append(reason)
+        return batch
+
+    def pop_skipped(self) -> list[str]:
+        """The distinct skip reports since the last call."""
+        reports, self.skipped = list(dict.fromkeys(self.skipped)), []
+        return reports
+
+
+class PairedDataModule(MultimodalDataModule):
+    """Contrastive pretraining: media + caption (text_ids from `caption` or `text`)."""
+
+    objective = "paired"
+
+
+class MaskedDataModule(MultimodalDataModule):
+    """Masked modelling: any records; text_ids arrive masked with text_labels."""
+
+    objective = "masked"
+
+
+class SFTDataModule(MultimodalDataModule):
+    """Supervised fine-tuning: prompt + <think>reasoning</think><answer>answer</answer>."""
+
+    objective = "sft"
+
+
+class RLPromptDataModule(MultimodalDataModule):
+    """GRPO/PPO prompts: left-padded prompts and reference answers."""
+
+    objective = "rl"
+
+
+class PreferenceDataModule(MultimodalDataModule):
+    """DPO: prompt + chosen and prompt + rejected responses."""
+
+    objective = "preference"

@@ -1,0 +1,115 @@
+"""Turn one image or one sound into the tensors the encoders expect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import soundfile
+import torch
+import torchaudio.functional
+from PIL import Image, ImageOps
+from torchvision.transforms import v2
+
+from mmr1.config import AudioConfig, VisionConfig
+
+ImageSource = Union[str, Path, Image.Image, torch.Tensor]
+AudioSource = Union[str, Path, np.ndarray, torch.Tensor]
+
+
+@dataclass
+class ImageAugment:
+    """Training-time augmentation; the defaults keep counts, colours and left/right intact."""
+
+    crop_scale: tuple[float, float] = (1.0, 1.0)  # RandomResizedCrop area range; (1, 1) disables it
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.0
+    hue: float = 0.0  # > 0 changes colours, which questions ask about
+    hflip: bool = False  # questions may say left or right
+
+
+class ImageProcessor:
+    """Any Pillow-readable file, PIL image or tensor → normalised RGB float [3, S, S]."""
+
+    def __init__(self, cfg: VisionConfig, train: bool = False, augment: Optional[ImageAugment] = None):
+        size, augment = cfg.image_size, augment or ImageAugment()
+        steps: list = [v2.Resize((size, size), antialias=True)]
+        if train:
+            if tuple(augment.crop_scale) != (1.0, 1.0):
+                steps = [v2.RandomResizedCrop((size, size), scale=tuple(augment.crop_scale), antialias=True)]
+            if augment.brightness or augment.contrast or augment.saturation or augment.hue:
+                steps.append(v2.ColorJitter(augment.brightness, augment.contrast, augment.saturation, augment.hue))
+            if augment.hflip:
+                steps.append(v2.RandomHorizontalFlip())
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg.mean), list(cfg.std))]
+        self.transform = v2.Compose(steps)
+
+    def __call__(self, source: ImageSource) -> torch.Tensor:
+        return self.transform(_to_tensor(load_image(source) if isinstance(source, (str, Path)) else source))
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode a file fully (so corrupt files fail here), applying its EXIF rotation."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ValueError(f"{path}: cannot read image ({e})") from e
+
+
+def _to_tensor(image: Image.Image | torch.Tensor) -> torch.Tensor:
+    """RGB [3, H, W], uint8 or float in [0, 1]; alpha is composited on white, 16-bit scaled down."""
+    if isinstance(image, torch.Tensor):
+        pixels = image if image.dim() == 3 else image.unsqueeze(0)  # [C, H, W]
+        if pixels.shape[0] not in (1, 3):
+            raise ValueError(f"image tensor: expected [3, H, W], [1, H, W] or [H, W], got {list(image.shape)}")
+        return pixels.expand(3, -1, -1)
+    if image.mode.startswith("I") or image.mode == "F":
+        scale = 1.0 if image.mode == "F" else 65535.0
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / scale).clamp(0, 1)  # [H, W]
+        return pixels.expand(3, -1, -1)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return v2.functional.pil_to_tensor(image.convert("RGB"))
+
+
+class AudioProcessor:
+    """WAV/FLAC/OGG file or array → mono float32 waveform at cfg.sample_rate."""
+
+    def __init__(self, cfg: AudioConfig):
+        self.sample_rate = cfg.sample_rate
+        self.max_seconds = cfg.max_seconds
+
+    def __call__(self, source: AudioSource, sample_rate: Optional[int] = None) -> tuple[torch.Tensor, int]:
+        """(waveform [S], S). Arrays are [N] or [N, channels] and need `sample_rate`."""
+        if isinstance(source, (str, Path)):
+            samples, sample_rate = self._read(source)
+            where = str(source)
+        else:
+            if sample_rate is None:
+                raise ValueError("audio array: sample_rate is required")
+            samples, where = np.asarray(source, dtype=np.float32), "audio array"
+            self._check_duration(where, len(samples) / sample_rate)
+        wave = torch.from_numpy(np.ascontiguousarray(samples if samples.ndim == 1 else samples.mean(axis=1)))
+        if wave.numel() == 0:
+            raise ValueError(f"{where}: no samples")
+        if sample_rate != self.sample_rate:
+            wave = torchaudio.functional.resample(wave, sample_rate, self.sample_rate)
+        return wave.float(), wave.numel()
+
+    def _read(self, path: str | Path) -> tuple[np.ndarray, int]:
+        try:
+            self._check_duration(str(path), soundfile.info(str(path)).duration)
+            samples, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # [N, C]
+        except (RuntimeError, OSError, TypeError) as e:
+            raise ValueError(f"{path}: cannot read audio ({e})") from e
+        return samples, sample_rate
+
+    def _check_duration(self, where: str, seconds: float) -> None:
+        if seconds > self.max_seconds:
+            raise ValueError(f"{where}: {seconds:.2f} s is longer than audio.max_seconds={self.max_seconds:g} s")

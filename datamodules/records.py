@@ -1,0 +1,109 @@
+"""One record (a manifest line or a synthetic sample) → one example the collator batches.
+
+A record is a dict with the manifest fields; media are file paths (relative to `root`)
+or already-decoded objects (PIL image; numpy audio with a `sample_rate` field). An
+example holds `pixel_values` [3, H, W] / `audio_values` [S] (None when absent) and the
+record's strings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from mmr1.config import Config
+from mmr1.datamodules.processors import AudioProcessor, ImageAugment, ImageProcessor
+
+OBJECTIVES = ("sft", "rl", "paired", "masked", "preference")
+TEXT_FIELDS = ("id", "image", "audio", "text", "question", "answer", "reasoning", "caption", "chosen", "rejected")
+STRING_KEYS = ("id", "text", "question", "answer", "reasoning", "caption", "chosen", "rejected")  # copied to examples
+REQUIRED = {  # objective -> fields every record must have
+    "sft": ("question", "answer"),
+    "rl": ("question", "answer"),
+    "preference": ("question", "chosen", "rejected"),
+    "paired": (),
+    "masked": (),
+}
+
+
+def check_record(record: object, objective: Optional[str], root: Optional[Path] = None) -> dict:
+    """The record with `answer`/`id` as strings; ValueError('field: reason') when it is unusable."""
+    if not isinstance(record, dict):
+        raise ValueError(f"record: expected a JSON object, got {type(record).__name__}")
+    record = dict(record)
+    for key in ("id", "answer"):
+        if isinstance(record.get(key), (int, float)) and not isinstance(record.get(key), bool):
+            record[key] = str(record[key])
+    for key in TEXT_FIELDS:
+        value = record.get(key)
+        if value is None or isinstance(value, str):
+            continue
+        if key in ("image", "audio") and not isinstance(value, (int, float, bool, list, dict)):
+            continue  # already decoded (synthetic records), not a JSON value
+        raise ValueError(f"{key}: expected a string, got {type(value).__name__}")
+    choices = record.get("choices")
+    if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
+        raise ValueError("choices: expected a list of strings")
+    for key in ("question", "text", "caption"):
+        if key in record and record[key] is not None and not record[key].strip():
+            raise ValueError(f"{key}: empty")
+    if objective is not None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
+        for key in REQUIRED[objective]:
+            if record.get(key) is None or (isinstance(record[key], str) and not record[key].strip()):
+                raise ValueError(f"{key}: missing, and the {objective!r} objective needs it")
+        present = [k for k in ("image", "audio") if record.get(k) is not None]
+        text = record.get("caption") or record.get("text")
+        if objective == "paired" and len(present) + bool(text) < 2:
+            raise ValueError("caption: a 'paired' record needs two of image, audio and caption/text")
+        if objective == "masked" and not (present or text or record.get("question")):
+            raise ValueError("record: a 'masked' record needs an image, audio or text")
+    if root is not None:
+        for key in ("image", "audio"):
+            if isinstance(record.get(key), str) and not (root / record[key]).is_file():
+                raise ValueError(f"{key}: file not found: {root / record[key]}")
+    return record
+
+
+class RecordProcessor:
+    """Decodes a record's media with the model's image and audio processors."""
+
+    def __init__(self, image: Optional[ImageProcessor], audio: Optional[AudioProcessor]):
+        self.image = image
+        self.audio = audio
+
+    @classmethod
+    def from_config(cls, config: Config, train: bool = False,
+                    augment: Optional[ImageAugment] = None) -> "RecordProcessor":
+        """Processors for the modalities the model has; media of the others are ignored."""
+        return cls(ImageProcessor(config.vision, train, augment) if config.vision is not None else None,
+                   AudioProcessor(config.audio) if config.audio is not None else None)
+
+    def __call__(self, record: dict, root: Optional[Path] = None) -> dict:
+        """The example; ValueError('image: ...'/'audio: ...') when a file does not decode."""
+        example = {key: record.get(key) for key in STRING_KEYS}
+        if example["question"] is not None and record.get("choices"):
+            example["question"] = f"{example['question'].strip()} Choices: {', '.join(record['choices'])}."
+        example["pixel_values"] = example["audio_values"] = None
+        image, audio = record.get("image"), record.get("audio")
+        if image is not None and self.image is not None:
+            example["pixel_values"] = _decode("image", self.image, _resolve(image, root))
+        if audio is not None and self.audio is not None:
+            args = (audio, record["sample_rate"]) if isinstance(audio, np.ndarray) else (_resolve(audio, root),)
+            example["audio_values"], _ = _decode("audio", self.audio, *args)
+        return example
+
+
+def _resolve(media, root: Optional[Path]):
+    """A path relative to the manifest's folder; decoded media unchanged."""
+    return root / media if isinstance(media, str) and root is not None else media
+
+
+def _decode(field: str, processor, *args):
+    try:
+        return processor(*args)
+    except ValueError as e:
+        raise ValueError(f"{field}: {e}") from e

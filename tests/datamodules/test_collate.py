@@ -1,0 +1,137 @@
+import pytest
+import torch
+
+from mmr1.datamodules.collate import IGNORE, Collator, pad
+from mmr1.datamodules.prompt import format_prompt, format_response
+from mmr1.datamodules.tokenizer import Tokenizer
+
+
+def example(image=False, audio=0, question="How many shapes are in the image?", answer="3", **fields):
+    return {"id": fields.pop("id", None), "question": question, "answer": answer,
+            "reasoning": fields.pop("reasoning", "I see 3 shapes."),
+            "pixel_values": torch.rand(3, 32, 32) if image else None,
+            "audio_values": torch.rand(audio) if audio else None,
+            "text": None, "caption": None, "chosen": None, "rejected": None, **fields}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.default()
+
+
+def test_mixed_modalities_in_one_batch(tok):
+    examples = [example(image=True), example(audio=100), example(), example(image=True, audio=250)]
+    batch = Collator(tok, "sft")(examples)
+    assert batch["pixel_values"].shape == (4, 3, 32, 32)
+    assert batch["image_mask"].tolist() == [True, False, False, True]
+    assert torch.equal(batch["pixel_values"][0], examples[0]["pixel_values"])
+    assert not batch["pixel_values"][1:3].any()
+    assert batch["audio_values"].shape == (4, 250) and batch["audio_values"].dtype == torch.float32
+    assert batch["audio_lengths"].tolist() == [0, 100, 0, 250]
+    assert torch.equal(batch["audio_values"][1, :100], examples[1]["audio_values"])
+    assert not batch["audio_values"][1, 100:].any() and not batch["audio_values"][0].any()
+    assert batch["text_mask"].all(dim=1).tolist() == [True] * 4
+    # the prompt names exactly the modalities the record has
+    markers = [(tok.token_id("<image>") in row.tolist(), tok.token_id("<audio>") in row.tolist())
+               for row in batch["input_ids"]]
+    assert markers == [(True, False), (False, True), (False, False), (True, True)]
+
+
+@pytest.mark.parametrize("kinds, keys_absent", [
+    ([dict(image=True)] * 2, {"audio_values", "audio_lengths"}),
+    ([dict(audio=50), dict(audio=70)], {"pixel_values", "image_mask"}),
+    ([dict(), dict()], {"pixel_values", "image_mask", "audio_values", "audio_lengths"}),
+])
+def test_single_modality_batches_have_no_keys_for_absent_media(tok, kinds, keys_absent):
+    batch = Collator(tok, "sft")([example(**k) for k in kinds])
+    assert not keys_absent & set(batch)
+    assert {"text_ids", "text_mask", "input_ids", "attention_mask", "labels", "answers"} <= set(batch)
+
+
+def test_sft_labels_are_ignored_exactly_on_prompt_and_padding(tok):
+    examples = [example(image=True, question="Q?", reasoning="short", answer="1"),
+                example(audio=10, question="A much longer question about the beeps?",
+                        reasoning="a long chain of thought " * 3, answer="yes")]
+    batch = Collator(tok, "sft")(examples)
+    for row, e in enumerate(examples):
+        modalities = ["image"] if e["pixel_values"] is not None else ["audio"]
+        prompt = tok.encode(format_prompt(e["question"], modalities))
+        response = tok.encode(format_response(e["reasoning"], e["answer"]))
+        n = len(prompt) + len(response)
+        ids, labels, mask = batch["input_ids"][row], batch["labels"][row], batch["attention_mask"][row]
+        assert ids[:n].tolist() == prompt + response and mask.tolist() == [True] * n + [False] * (len(mask) - n)
+        assert (labels[:len(prompt)] == IGNORE).all() and (labels[n:] == IGNORE).all()
+        assert labels[len(prompt):n].tolist() == response
+        assert (ids[n:] == tok.pad_id).all()
+    assert batch["answers"] == ["1", "yes"]
+
+
+def test_rl_prompts_are_left_padded(tok):
+    examples = [example(question="Q?", image=True), example(question="A longer question than the first?")]
+    batch = Collator(tok, "rl")(examples)
+    assert "labels" not in batch and batch["answers"] == ["3", "3"]
+    assert batch["attention_mask"][:, -1].all()  # generation continues every row from the last column
+    for row, e in enumerate(examples):
+        mask = batch["attention_mask"][row]
+        modalities = ["image"] if e["pixel_values"] is not None else []
+        assert tok.decode(batch["input_ids"][row][mask].tolist()) == format_prompt(e["question"], modalities)
+        first = int(mask.float().argmax())
+        assert not mask[:first].any() and (batch["input_ids"][row][:first] == tok.pad_id).all()
+
+
+def test_preference_pairs_share_one_width(tok):
+    examples = [example(chosen=format_response("I count 3.", "3"), rejected="<think></think><answer>4</answer>"),
+                example(audio=20, chosen=format_response("Long " * 10, "2"), rejected="no")]
+    batch = Collator(tok, "preference")(examples)
+    assert batch["chosen_input_ids"].shape == batch["rejected_input_ids"].shape
+    for side in ("chosen", "rejected"):
+        for row, e in enumerate(examples):
+            labels = batch[f"{side}_labels"][row]
+            text = tok.decode(labels[labels != IGNORE].tolist())
+            assert text.endswith("</s>") and text.startswith(e[side])
+    assert "input_ids" not in batch
+
+
+def test_paired_uses_captions_and_no_core_sequence(tok):
+    examples = [example(image=True, caption="An image of 1 red circle."), example(audio=30, caption=None, text="beeps")]
+    batch = Collator(tok, "paired")(examples)
+    assert "input_ids" not in batch and "labels" not in batch
+    rows = [tok.decode(ids[mask].tolist(), skip_special_tokens=True) for ids, mask in
+            zip(batch["text_ids"], batch["text_mask"])]
+    assert rows == ["An image of 1 red circle.", "beeps"]
+
+
+def test_text_free_record_has_an_all_false_text_row(tok):
+    batch = Collator(tok, "paired")([example(image=True, caption="x"), example(audio=5)])
+    assert batch["text_mask"][0].any() and not batch["text_mask"][1].any()
+
+
+def test_masked_language_modelling(tok):
+    torch.manual_seed(0)
+    texts = ["How many red shapes are in the image? I count three red circles and two blue squares."] * 8
+    examples = [example(text=t, question=None) for t in texts]
+    plain = Collator(tok, "masked", mlm_probability=0.0)(examples)
+    assert (plain["text_labels"] == IGNORE).all()
+    everything = Collator(tok, "masked", mlm_probability=1.0)(examples)
+    real = plain["text_mask"] & ~torch.isin(plain["text_ids"], torch.tensor(sorted(tok.special_ids)))
+    assert torch.equal(everything["text_labels"] != IGNORE, real)  # every real token, never <s> or </s>
+    assert torch.equal(everything["text_labels"][real], plain["text_ids"][real])
+    share = (everything["text_ids"][real] == tok.mask_id).float().mean()
+    assert 0.7 < share < 0.9
+
+
+def test_max_length_cuts_on_the_right(tok):
+    batch = Collator(tok, "sft", max_length=12)([example(), example(reasoning="x " * 50)])
+    assert batch["input_ids"].shape[1] == 12 and batch["labels"].shape[1] == 12
+
+
+def test_ids_and_skip_reports(tok):
+    batch = Collator(tok, "rl")([example(id="a", skipped=["m.jsonl:3: image: bad"]), example(id=7)])
+    assert batch["ids"] == ["a", "7"] and batch["skipped"] == ["m.jsonl:3: image: bad"]
+
+
+def test_pad():
+    ids, mask = pad([[1, 2, 3], [4]], 0, left=True)
+    assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and mask.tolist() == [[True] * 3, [False, False, True]]
+    ids, mask = pad([[4], []], 9)
+    assert ids.tolist() == [[4], [9]] and mask.tolist() == [[True], [False]]

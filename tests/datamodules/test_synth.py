@@ -1,0 +1,138 @@
+"""The generator's answers, checked by a solver that only looks at pixels and samples."""
+
+import hashlib
+import json
+import re
+
+import numpy as np
+import pytest
+import soundfile
+from PIL import Image
+from scipy import ndimage
+
+from mmr1.datamodules.synth import COLOURS, SAMPLE_RATE, Synth, write
+
+PALETTE = {"black": (0, 0, 0), **COLOURS}
+
+
+def see(image: Image.Image) -> list[dict]:
+    """Connected single-colour regions: colour, kind (from how much of its box it fills), box side."""
+    pixels = np.asarray(image.convert("RGB"), dtype=float)  # [H, W, 3]
+    names = list(PALETTE)
+    distance = ((pixels[:, :, None, :] - np.array(list(PALETTE.values()))) ** 2).sum(-1)  # [H, W, colours]
+    nearest = distance.argmin(-1)
+    found = []
+    for c, name in enumerate(names[1:], start=1):
+        labels, n = ndimage.label(nearest == c, structure=np.ones((3, 3)))
+        for box in ndimage.find_objects(labels):
+            h, w = box[0].stop - box[0].start, box[1].stop - box[1].start
+            fill = (nearest[box] == c).sum() / (h * w)
+            kind = "square" if fill > 0.95 else "circle" if fill > 0.62 else "triangle"
+            found.append({"colour": name, "kind": kind, "side": max(h, w)})
+    return found
+
+
+def hear(audio: np.ndarray, sample_rate: int) -> list[str]:
+    """Beeps from a 10 ms energy envelope; each one low or high from its spectral peak."""
+    frame = sample_rate // 100
+    energy = np.sqrt((audio[: len(audio) // frame * frame].reshape(-1, frame) ** 2).mean(1))
+    active = np.concatenate([[0], (energy > 0.05).astype(int), [0]])
+    starts, ends = np.flatnonzero(np.diff(active) == 1), np.flatnonzero(np.diff(active) == -1)
+    pitches = []
+    for s, e in zip(starts, ends):
+        chunk = audio[s * frame:e * frame]
+        peak = np.fft.rfftfreq(len(chunk), 1 / sample_rate)[np.abs(np.fft.rfft(chunk)).argmax()]
+        pitches.append("low" if peak < 800 else "high")
+    return pitches
+
+
+def solve(question: str, shapes: list[dict], beeps: list[str]) -> str:
+    def compare(a, b):
+        return "yes" if a > b else "no"
+
+    rules = [
+        (r"How many shapes are in the image\?", lambda: len(shapes)),
+        (r"How many beeps are in the sound\?", lambda: len(beeps)),
+        (r"How many (\w+) shapes are in the image\?", lambda c: sum(s["colour"] == c for s in shapes)),
+        (r"How many (\w+)s are in the image\?", lambda k: sum(s["kind"] == k for s in shapes)),
+        (r"How many (\w+) beeps are in the sound\?", lambda p: beeps.count(p)),
+        (r"What colour is the largest shape\?", lambda: max(shapes, key=lambda s: s["side"])["colour"]),
+        (r"How many shapes in the image plus beeps in the sound\?", lambda: len(shapes) + len(beeps)),
+        (r"Are there more shapes than beeps\?", lambda: compare(len(shapes), len(beeps))),
+        (r"How many (\w+) shapes plus (\w+) beeps are there\?",
+         lambda c, p: sum(s["colour"] == c for s in shapes) + beeps.count(p)),
+        (r"Are there more (\w+)s than (\w+) beeps\?",
+         lambda k, p: compare(sum(s["kind"] == k for s in shapes), beeps.count(p))),
+        (r"What is the number of shapes times the number of beeps\?", lambda: len(shapes) * len(beeps)),
+    ]
+    for pattern, rule in rules:
+        match = re.fullmatch(pattern, question)
+        if match:
+            return str(rule(*match.groups()))
+    raise AssertionError(f"no rule for {question!r}")
+
+
+@pytest.mark.parametrize("difficulty, image_size", [(1, 32), (2, 32), (3, 32), (None, 64)])
+def test_answers_are_right(difficulty, image_size):
+    synth = Synth(seed=3, difficulty=difficulty, image_size=image_size)
+    templates = set()
+    for i in range(60):
+        record = synth.record(i)
+        shapes = see(record["image"]) if record["image"] is not None else []
+        beeps = hear(record["audio"], record["sample_rate"]) if record["audio"] is not None else []
+        assert solve(record["question"], shapes, beeps) == record["answer"], record
+        assert record["image"] is None or record["image"].size == (image_size, image_size)
+        assert record["audio"] is None or len(record["audio"]) <= 2 * SAMPLE_RATE
+        assert record["answer"] in record["reasoning"] and record["answer"] != rejected_answer(record)
+        templates.add(synth.spec(i).template)
+    assert len(templates) >= (2 if difficulty == 1 else 3)
+
+
+def rejected_answer(record):
+    return re.search(r"<answer>(.*)</answer>", record["rejected"]).group(1)
+
+
+def test_deterministic_per_seed_and_index():
+    a, b = Synth(seed=7).record(5), Synth(seed=7).record(5)
+    assert a["question"] == b["question"] and a["answer"] == b["answer"]
+    assert (a["image"] is None) == (b["image"] is None) and (a["audio"] is None) == (b["audio"] is None)
+    if a["image"] is not None:
+        assert a["image"].tobytes() == b["image"].tobytes()
+    if a["audio"] is not None:
+        assert np.array_equal(a["audio"], b["audio"])
+    assert [Synth(seed=7).spec(i) for i in range(20)] != [Synth(seed=8).spec(i) for i in range(20)]
+
+
+def content_hash(record) -> str:
+    image = record["image"].tobytes() if record["image"] is not None else b""
+    audio = record["audio"].tobytes() if record["audio"] is not None else b""
+    return hashlib.sha256(image + audio + record["question"].encode()).hexdigest()
+
+
+def test_splits_are_disjoint():
+    hashes = {split: {content_hash(Synth(seed=0, split=split, difficulty=1).record(i)) for i in range(300)}
+              for split in ("train", "val", "test")}
+    assert all(len(h) > 250 for h in hashes.values())  # easy scenes still vary
+    assert not hashes["train"] & hashes["val"]
+    assert not hashes["train"] & hashes["test"]
+    assert not hashes["val"] & hashes["test"]
+
+
+def test_write_manifest(tmp_path):
+    manifest = write(tmp_path, n=12, seed=1, split="val", difficulty=3)
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert len(records) == 12 and manifest.name == "val.jsonl"
+    for i, record in enumerate(records):
+        expected = Synth(seed=1, split="val", difficulty=3).record(i)
+        assert record["answer"] == expected["answer"] and record["difficulty"] == 3
+        assert np.array_equal(np.asarray(Image.open(tmp_path / record["image"])), np.asarray(expected["image"]))
+        audio, rate = soundfile.read(tmp_path / record["audio"], dtype="float32")
+        assert rate == SAMPLE_RATE and np.abs(audio - expected["audio"]).max() < 1e-3
+        assert {"question", "reasoning", "caption", "chosen", "rejected", "id"} <= set(record)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="split"):
+        Synth(split="dev")
+    with pytest.raises(ValueError, match="difficulty"):
+        Synth(difficulty=4)

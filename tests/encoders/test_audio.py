@@ -1,0 +1,185 @@
+"""AudioEncoder: real speech, exact lengths, SpecAugment, padding invariance, absent audio, resampling, checks."""
+
+import pytest
+import soundfile
+import torch
+import torchaudio
+
+from mmr1.config import AudioConfig
+from mmr1.encoders.audio import AudioEncoder
+
+CFG = AudioConfig(sample_rate=16000, n_mels=40, n_fft=400, hop_length=160, width=32, depth=2, n_heads=2,
+                  ffn_dim=64, conv_kernel=15, freq_mask=8, time_mask=20, max_seconds=5.0)
+
+
+@pytest.fixture
+def speech(shared_data) -> list[torch.Tensor]:
+    """Three spoken digits from the Free Spoken Digit Dataset: 8 kHz mono float32 [S] each."""
+    paths = sorted((shared_data / "fsdd" / "recordings").glob("*.wav"))[:3]
+    if len(paths) < 3:
+        pytest.skip("fsdd recordings not found in the shared data folder")
+    clips = []
+    for path in paths:
+        samples, rate = soundfile.read(path, dtype="float32")
+        assert rate == 8000 and samples.ndim == 1
+        clips.append(torch.from_numpy(samples))
+    return clips
+
+
+def pad_batch(clips: list[torch.Tensor], extra: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad clips with zeros into waveform [B, S] and lengths [B]."""
+    lengths = torch.tensor([len(c) for c in clips])
+    waveform = torch.zeros(len(clips), int(lengths.max()) + extra)
+    for row, clip in zip(waveform, clips):
+        row[: len(clip)] = clip
+    return waveform, lengths
+
+
+def expected_tokens(samples_16k: int) -> int:
+    """Tokens for a clip, by hand: centred STFT frames, then two kernel-3 stride-2 convolutions."""
+    frames = samples_16k // 160 + 1
+    return ((frames - 3) // 2 + 1 - 3) // 2 + 1
+
+
+def test_forward_backward_on_real_speech(speech):
+    torch.manual_seed(0)
+    encoder = AudioEncoder(CFG).train()
+    waveform, lengths = pad_batch(speech)
+
+    out = encoder(waveform, lengths, sample_rate=8000)
+    (out.tokens.square().mean() + out.pooled.square().mean()).backward()
+
+    assert encoder.width == 32
+    assert out.tokens.shape == (3, expected_tokens(2 * waveform.shape[1]), 32)
+    assert out.mask.sum(1).tolist() == [expected_tokens(2 * n) for n in lengths.tolist()]
+    assert out.tokens.isfinite().all() and out.pooled.shape == (3, 32)
+    for name in ("subsample.conv.0.weight", "conformer.conformer_layers.0.conv_module.sequential.2.weight",
+                 "conformer.conformer_layers.1.ffn2.sequential.4.weight"):
+        grad = encoder.get_parameter(name).grad
+        assert grad is not None and grad.isfinite().all() and grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("samples", [1, 159, 160, 961, 4768, 16000])
+def test_length_formulas_match_torchaudio_and_the_convolutions(samples):
+    encoder = AudioEncoder(CFG)
+    waveform = torch.randn(1, samples)
+
+    frames = encoder.frame_lengths(torch.tensor([samples]))
+    tokens = encoder.subsample.output_lengths(frames)
+
+    assert frames.item() == encoder.mel(waveform).shape[-1] == samples // 160 + 1
+    if frames.item() >= 3:
+        assert tokens.item() == encoder.subsample(torch.zeros(1, frames.item(), 40)).shape[1]
+    assert tokens.item() == max(expected_tokens(samples), 0)
+    assert encoder.frame_lengths(torch.tensor([0])).item() == 0
+
+
+def test_masked_conformer_matches_torchaudio_without_padding(speech):
+    encoder = AudioEncoder(CFG).eval()
+    waveform, lengths = pad_batch(speech[:1])
+    features, frame_lengths = encoder.log_mel(waveform, lengths, sample_rate=8000)
+
+    with torch.no_grad():
+        x = encoder.subsample(features)  # [1, T', D]
+        expected, _ = encoder.conformer(x, torch.tensor([x.shape[1]]))
+        out = encoder.forward_features(features, frame_lengths)
+
+    torch.testing.assert_close(out.tokens, expected)
+
+
+@pytest.mark.parametrize("freq_mask, time_mask, augmented", [(8, 20, True), (0, 0, False)])
+def test_spec_augment_only_in_training(speech, freq_mask, time_mask, augmented):
+    torch.manual_seed(0)
+    encoder = AudioEncoder(AudioConfig(**{**vars(CFG), "freq_mask": freq_mask, "time_mask": time_mask}))
+    waveform, lengths = pad_batch(speech)
+    seen = []
+    encoder.subsample.register_forward_hook(lambda module, args, output: seen.append(args[0]))
+    features, _ = encoder.log_mel(waveform, lengths, sample_rate=8000)
+
+    encoder.train()(waveform, lengths, sample_rate=8000)
+    encoder.eval()
+    first, second = encoder(waveform, lengths, sample_rate=8000), encoder(waveform, lengths, sample_rate=8000)
+
+    assert (not torch.equal(seen[0], features)) == augmented
+    if augmented:
+        assert ((seen[0] == 0) & (features != 0)).any()  # masked bands are set to 0, the utterance mean
+    assert torch.equal(seen[1], features) and torch.equal(seen[2], features)
+    assert torch.equal(first.tokens, second.tokens)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "noise"])
+def test_padding_does_not_change_a_clip(speech, padding):
+    torch.manual_seed(0)
+    encoder = AudioEncoder(CFG).eval()
+    clip, other = speech[0], speech[1]
+    alone, alone_lengths = pad_batch([clip])
+    batch, lengths = pad_batch([clip, other], extra=3000)  # clip is padded to the longer clip + 3000 samples
+    if padding == "noise":
+        batch[0, len(clip):] = torch.randn(batch.shape[1] - len(clip))
+
+    with torch.no_grad():
+        single = encoder(alone, alone_lengths, sample_rate=8000)
+        padded = encoder(batch, lengths, sample_rate=8000)
+
+    n = single.tokens.shape[1]
+    assert padded.tokens.shape[1] > n and padded.mask[0].sum() == n
+    torch.testing.assert_close(padded.tokens[0, :n], single.tokens[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(padded.pooled[0], single.pooled[0], atol=1e-4, rtol=1e-4)
+    assert (padded.tokens[0, n:] == 0).all()
+
+
+def test_absent_audio_gives_a_false_mask_row_and_finite_outputs(speech):
+    encoder = AudioEncoder(CFG).train()
+    waveform, _ = pad_batch(speech[:2])
+
+    out = encoder(waveform, torch.tensor([len(speech[0]), 0]), sample_rate=8000)
+    out.pooled.sum().backward()
+    nothing = encoder.eval()(waveform, torch.tensor([0, 0]), sample_rate=8000)
+
+    assert out.present.tolist() == [True, False]
+    assert out.tokens.isfinite().all() and (out.tokens[1] == 0).all() and (out.pooled[1] == 0).all()
+    assert all(p.grad.isfinite().all() for p in encoder.parameters() if p.grad is not None)
+    assert not nothing.mask.any() and nothing.tokens.isfinite().all() and (nothing.pooled == 0).all()
+
+
+@pytest.mark.parametrize("sample_rate", [8000, 16000, 22050, 44100])
+def test_sample_rates_give_the_same_number_of_frames(speech, sample_rate):
+    encoder = AudioEncoder(CFG).eval()
+    clip = speech[0][: len(speech[0]) // 160 * 160]  # whole 20 ms steps, so every rate has whole samples
+    resampled = torchaudio.functional.resample(clip[None], 8000, sample_rate)  # [1, S]
+    samples_16k = len(clip) * 2
+    assert resampled.shape[1] == len(clip) * sample_rate // 8000
+
+    features, frame_lengths = encoder.log_mel(resampled, torch.tensor([resampled.shape[1]]), sample_rate)
+    out = encoder(resampled, torch.tensor([resampled.shape[1]]), sample_rate)
+
+    assert frame_lengths.item() == features.shape[1] == samples_16k // 160 + 1
+    assert out.mask.sum().item() == out.tokens.shape[1] == expected_tokens(samples_16k)
+
+
+@pytest.mark.parametrize("waveform, lengths, sample_rate, message", [
+    (torch.zeros(16000), torch.tensor([16000]), None, r"waveform: expected float \[B, S\]"),
+    (torch.zeros(1, 1, 16000), torch.tensor([16000]), None, r"waveform: expected float \[B, S\]"),
+    (torch.zeros(1, 16000, dtype=torch.int16), torch.tensor([16000]), None, r"waveform: expected float \[B, S\]"),
+    (torch.zeros(0, 16000), torch.zeros(0, dtype=torch.long), None, r"waveform: expected float \[B, S\] with B > 0"),
+    (torch.zeros(1, 80001), torch.tensor([80001]), None, r"S <= 80000 \(5.0 s at 16000 Hz\)"),
+    (torch.zeros(1, 40001), torch.tensor([40001]), 8000, r"S <= 40000 \(5.0 s at 8000 Hz\)"),
+    (torch.zeros(1, 900), torch.tensor([900]), None, "waveform: 900 samples at 16000 Hz are too short"),
+    (torch.zeros(2, 16000), torch.tensor([16000]), None, r"lengths: expected integer \[2\]"),
+    (torch.zeros(2, 16000), torch.tensor([16000.0, 1.0]), None, r"lengths: expected integer \[2\]"),
+    (torch.zeros(2, 16000), torch.tensor([16001, 5]), None, r"lengths: expected values in \[0, 16000\]"),
+    (torch.zeros(2, 16000), torch.tensor([-1, 5]), None, r"lengths: expected values in \[0, 16000\]"),
+    (torch.zeros(1, 16000), torch.tensor([16000]), 0, "sample_rate: must be positive"),
+])
+def test_bad_inputs_raise(waveform, lengths, sample_rate, message):
+    encoder = AudioEncoder(CFG)
+    with pytest.raises(ValueError, match=message):
+        encoder(waveform, lengths, sample_rate)
+
+
+def test_bad_features_raise():
+    encoder = AudioEncoder(CFG)
+    with pytest.raises(ValueError, match=r"features: expected \[B, T, 40\]"):
+        encoder.forward_features(torch.zeros(1, 20, 80), torch.tensor([20]))
+    with pytest.raises(ValueError, match=r"frame_lengths: expected \[1\] with values in \[0, 20\]"):
+        encoder.forward_features(torch.zeros(1, 20, 40), torch.tensor([21]))

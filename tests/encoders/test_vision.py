@@ -1,0 +1,124 @@
+"""VisionEncoder: timm ViTs on real images, weight loading, absent images, input checks."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from sklearn.datasets import load_digits
+
+from mmr1.config import VisionConfig
+from mmr1.encoders.vision import VisionEncoder
+
+
+def digit_images(n: int, size: int = 32) -> torch.Tensor:
+    """The first n of sklearn's bundled 8×8 handwritten digits, upscaled to RGB [n, 3, size, size] in [-1, 1]."""
+    images = torch.tensor(load_digits().images[:n], dtype=torch.float32) / 16  # [n, 8, 8] in [0, 1]
+    images = F.interpolate(images[:, None], size=(size, size), mode="bilinear", align_corners=False)
+    return (images.expand(-1, 3, -1, -1) - 0.5) / 0.5
+
+
+def test_forward_backward_on_real_digits():
+    torch.manual_seed(0)
+    cfg = VisionConfig(image_size=32, patch_size=8, width=64, depth=2, n_heads=2)
+    encoder = VisionEncoder(cfg)
+    images = digit_images(4)
+
+    out = encoder(images)
+
+    assert encoder.width == 64
+    assert out.tokens.shape == (4, cfg.n_patches, 64) and cfg.n_patches == (32 // 8) ** 2
+    assert out.mask.all() and out.pooled.shape == (4, 64)
+    features = encoder.model.forward_features(images)  # [B, 1 + N, D]: the class token comes first
+    torch.testing.assert_close(out.tokens, features[:, 1:])
+    torch.testing.assert_close(out.pooled, features[:, 0])  # global_pool="token"
+    assert not torch.allclose(out.pooled[0], out.pooled[1])  # different digits, different embeddings
+    (out.tokens.square().mean() + out.pooled.square().mean()).backward()
+    grad = encoder.model.patch_embed.proj.weight.grad
+    assert grad is not None and grad.isfinite().all() and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name, n_prefix, width", [
+    ("vit_tiny_patch16_224", 1, 192),  # class token
+    ("vit_little_patch16_reg4_gap_256", 4, 320),  # four register tokens, no class token
+])
+def test_named_timm_model_drops_prefix_tokens(name, n_prefix, width):
+    encoder = VisionEncoder(VisionConfig(timm_name=name, image_size=32))
+    images = digit_images(2)
+
+    out = encoder(images)
+
+    assert encoder.model.num_prefix_tokens == n_prefix and encoder.width == width
+    assert out.tokens.shape == (2, (32 // 16) ** 2, width) and out.pooled.shape == (2, width)
+    torch.testing.assert_close(out.tokens, encoder.model.forward_features(images)[:, n_prefix:])
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_load_weights_round_trip(tmp_path, suffix):
+    cfg = VisionConfig(image_size=16, patch_size=8, width=32, depth=1, n_heads=2)
+    torch.manual_seed(0)
+    source = VisionEncoder(cfg).eval()
+    path = tmp_path / f"vit{suffix}"
+    state = {k: v.contiguous() for k, v in source.model.state_dict().items()}
+    save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+    torch.manual_seed(1)
+    target = VisionEncoder(cfg).eval()
+    images = digit_images(2, size=16)
+    assert not torch.allclose(target(images).tokens, source(images).tokens)
+
+    target.load_weights(path)
+
+    torch.testing.assert_close(target(images).tokens, source(images).tokens)
+    from_config = VisionEncoder(VisionConfig(**{**vars(cfg), "weights": str(path)})).eval()
+    torch.testing.assert_close(from_config(images).pooled, source(images).pooled)
+
+
+def test_load_weights_rejects_a_mismatched_state_dict(tmp_path):
+    cfg = VisionConfig(image_size=16, patch_size=8, width=32, depth=1, n_heads=2)
+    encoder = VisionEncoder(cfg)
+    wider = VisionEncoder(VisionConfig(image_size=16, patch_size=8, width=64, depth=1, n_heads=2))
+    state = dict(encoder.model.state_dict())
+    state["extra.weight"] = torch.zeros(1)
+    del state["norm.bias"]
+    cases = {
+        "shape mismatch keys ['blocks.0.attn.proj.bias'": wider.model.state_dict(),
+        "unexpected keys ['extra.weight']": state,
+        "missing keys ['norm.bias']": state,
+    }
+    for message, bad in cases.items():
+        path = tmp_path / "bad.safetensors"
+        save_file({k: v.contiguous() for k, v in bad.items()}, str(path))
+        with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+            encoder.load_weights(path)
+    with pytest.raises(ValueError, match="expected a .safetensors"):
+        encoder.load_weights(tmp_path / "weights.bin")
+
+
+def test_image_mask_marks_absent_images():
+    encoder = VisionEncoder(VisionConfig(image_size=16, patch_size=8, width=32, depth=1, n_heads=2))
+
+    out = encoder(digit_images(3, size=16), image_mask=torch.tensor([True, False, True]))
+
+    assert out.mask[[0, 2]].all() and not out.mask[1].any()
+    assert out.present.tolist() == [True, False, True]
+    assert (out.pooled[1] == 0).all() and (out.pooled[0] != 0).any()
+
+
+@pytest.mark.parametrize("pixel_values", [
+    torch.zeros(3, 16, 16),  # no batch dimension
+    torch.zeros(2, 1, 16, 16),  # grey
+    torch.zeros(2, 3, 32, 32),  # wrong size
+    torch.zeros(2, 3, 16, 16, dtype=torch.uint8),  # not float
+    torch.zeros(0, 3, 16, 16),  # empty batch
+])
+def test_bad_pixel_values_raise(pixel_values):
+    encoder = VisionEncoder(VisionConfig(image_size=16, patch_size=8, width=32, depth=1, n_heads=2))
+    with pytest.raises(ValueError, match=r"pixel_values: expected float \[B, 3, 16, 16\]"):
+        encoder(pixel_values)
+
+
+def test_bad_image_mask_raises():
+    encoder = VisionEncoder(VisionConfig(image_size=16, patch_size=8, width=32, depth=1, n_heads=2))
+    with pytest.raises(ValueError, match=r"image_mask: expected bool \[2\]"):
+        encoder(torch.zeros(2, 3, 16, 16), image_mask=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="image_mask"):
+        encoder(torch.zeros(2, 3, 16, 16), image_mask=torch.ones(2))

@@ -1,0 +1,109 @@
+"""The assembled multimodal model: every modality subset, heads, generation, checkpoints, bad input."""
+
+import itertools
+
+import pytest
+import torch
+
+from mmr1.config import Config
+from mmr1.model import MultimodalModel
+
+
+@pytest.fixture(scope="module")
+def model() -> MultimodalModel:
+    torch.manual_seed(0)
+    return MultimodalModel(Config.from_name("tiny", n_classes=3)).eval()
+
+
+def media(B: int, modalities) -> dict:
+    out = {}
+    if "image" in modalities:
+        out.update(pixel_values=torch.randn(B, 3, 32, 32), image_mask=torch.ones(B, dtype=torch.bool))
+    if "audio" in modalities:
+        out.update(audio_values=torch.randn(B, 8000) * 0.1, audio_lengths=torch.tensor([8000, 5000][:B]))
+    if "text" in modalities:
+        out.update(text_ids=torch.randint(11, 512, (B, 9)), text_mask=torch.ones(B, 9, dtype=torch.bool))
+    return out
+
+
+SUBSETS = [s for n in range(4) for s in itertools.combinations(("image", "audio", "text"), n)]
+
+
+@pytest.mark.parametrize("modalities", SUBSETS, ids=lambda s: "+".join(s) or "none")
+def test_every_modality_subset_runs_forward_and_backward(model, modalities):
+    ids = torch.randint(11, 512, (2, 7))
+    model.train()
+    out, prefix = model(ids, **media(2, modalities))
+    model.eval()
+    assert out.logits.shape == (2, 7, 512) and torch.isfinite(out.logits).all()
+    assert (prefix is None) == (not modalities)
+    out.logits.sum().backward()
+    assert model.core.embed_tokens.weight.grad is not None
+    if modalities:
+        assert model.prefix_proj.weight.grad.abs().sum() > 0
+    model.zero_grad()
+
+
+def test_media_change_the_answer_only_through_the_prefix(model):
+    ids = torch.randint(11, 512, (2, 7))
+    inputs = media(2, ("image", "audio"))
+    with torch.no_grad():
+        a, _ = model(ids, **inputs)
+        inputs["pixel_values"] = inputs["pixel_values"] + 1
+        b, _ = model(ids, **inputs)
+    assert not torch.allclose(a.logits, b.logits)
+
+
+def test_generate_and_stream_agree(model):
+    ids = torch.randint(11, 512, (2, 5))
+    inputs = media(2, ("image", "audio", "text"))
+    full = model.generate(ids, generation=dict(max_new_tokens=6, eos_token_id=None), **inputs)
+    streamed = torch.stack(list(model.stream(ids, generation=dict(max_new_tokens=6, eos_token_id=None), **inputs)), 1)
+    assert torch.equal(full[:, 5:], streamed)
+
+
+def test_classification_head(model):
+    logits = model.classify(torch.randint(11, 512, (2, 7)), **media(2, ("image",)))
+    assert logits.shape == (2, 3)
+
+
+def test_save_load_round_trip_is_bit_exact(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    loaded = MultimodalModel.from_pretrained(tmp_path)
+    assert loaded.config == model.config
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    ids = torch.randint(11, 512, (1, 5))
+    inputs = media(1, ("image", "audio", "text"))
+    with torch.no_grad():
+        assert torch.equal(model(ids, **inputs)[0].logits, loaded(ids, **inputs)[0].logits)
+
+
+def test_checkpoint_with_other_sizes_is_refused(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    other = MultimodalModel(Config.from_name("tiny", core={"d_model": 64, "n_heads": 2, "n_kv_heads": 1}))
+    from mmr1.checkpoint import load_pretrained_state
+
+    with pytest.raises(ValueError, match="wrong shape"):
+        load_pretrained_state(other, tmp_path)
+
+
+def test_bad_input_is_named():
+    torch.manual_seed(0)
+    image_only = MultimodalModel(Config.from_name("tiny", audio=None, text=None)).eval()
+    ids = torch.randint(11, 512, (2, 5))
+    with pytest.raises(ValueError, match="audio_values: this model was built without the audio modality"):
+        image_only(ids, audio_values=torch.zeros(2, 100))
+    with pytest.raises(ValueError, match=r"unknown input\(s\) \['pixels'\]"):
+        image_only(ids, pixels=torch.zeros(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="pixel_values"):
+        image_only(ids, pixel_values=torch.zeros(2, 3, 16, 16))
+
+
+def test_unknown_preset_is_named():
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        Config.from_name("huge")
+    with pytest.raises(ValueError, match="core.n_heads"):
+        Config.from_name("tiny", core={"n_heads": 4, "n_kv_heads": 3})
