@@ -94,7 +94,7 @@ class MultimodalDataModule(L.LightningDataModule):
             return None
         dataset = ManifestDataset(self.manifests[split], processors, self.objective, self.hparams.skip_bad_records)
         for line, reason in dataset.skipped:
-            log.warning("skipped bad record %s:%d: %s", dataset.path, line, reason)
+            self._skip(f"{dataset.path}:{line}: {reason}")
         return dataset
 
     @functools.cached_property
@@ -129,9 +129,12 @@ class MultimodalDataModule(L.LightningDataModule):
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Takes the skip reports out of the batch (the model never sees them) and logs each one."""
         for reason in batch.pop("skipped", ()):
-            log.warning("skipped bad record %s", reason)
-            self.skipped.append(reason)
+            self._skip(reason)
         return batch
+
+    def _skip(self, reason: str) -> None:
+        log.warning("skipped bad record %s", reason)
+        self.skipped.append(reason)
 
     def pop_skipped(self) -> list[str]:
         """The distinct skip reports since the last call."""

@@ -86,13 +86,12 @@ class AudioProcessor:
         self.max_seconds = cfg.max_seconds
 
     def __call__(self, source: AudioSource, sample_rate: Optional[int] = None) -> tuple[torch.Tensor, int]:
-        """(waveform [S], S). Arrays are [N] or [N, channels] and need `sample_rate`."""
+        """(waveform [S], S). Arrays are [N] or [N, channels], at `sample_rate` (default: the model's)."""
         if isinstance(source, (str, Path)):
             samples, sample_rate = self._read(source)
             where = str(source)
         else:
-            if sample_rate is None:
-                raise ValueError("audio array: sample_rate is required")
+            sample_rate = sample_rate or self.sample_rate
             samples, where = np.asarray(source, dtype=np.float32), "audio array"
             self._check_duration(where, len(samples) / sample_rate)
         wave = torch.from_numpy(np.ascontiguousarray(samples if samples.ndim == 1 else samples.mean(axis=1)))

@@ -67,6 +67,11 @@ class Spec:
         image = [_image_caption(self.shapes)] if self.shapes else []
         return " ".join(image + ([_audio_caption(self.tones)] if self.tones else []))
 
+    @property
+    def wrong_reasoning(self) -> str:
+        """The careless reasoning of the rejected response in a preference pair."""
+        return f"I guess. The answer is {self.wrong_answer}."
+
 
 @dataclass(frozen=True)
 class Synth:
@@ -100,7 +105,7 @@ class Synth:
             "id": spec.id, "question": spec.question, "reasoning": spec.reasoning, "answer": spec.answer,
             "caption": spec.caption, "difficulty": spec.difficulty,
             "chosen": format_response(spec.reasoning, spec.answer),
-            "rejected": format_response(f"I guess. The answer is {spec.wrong_answer}.", spec.wrong_answer),
+            "rejected": format_response(spec.wrong_reasoning, spec.wrong_answer),
             "image": render_image(spec.shapes, self.image_size) if spec.shapes else None,
             "audio": render_audio(spec.tones) if spec.tones else None,
             "sample_rate": SAMPLE_RATE,
@@ -332,8 +337,7 @@ def text_corpus(n: int = 2000, seed: int = 0) -> list[str]:
     texts = []
     for i in range(n):
         spec = synth.spec(i)
-        texts += [spec.question + INSTRUCTION, spec.reasoning, spec.answer, spec.caption,
-                  f"I guess. The answer is {spec.wrong_answer}."]
+        texts += [spec.question + INSTRUCTION, spec.reasoning, spec.answer, spec.caption, spec.wrong_reasoning]
     return texts
 
 

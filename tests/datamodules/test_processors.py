@@ -104,8 +104,7 @@ def test_array_input_and_mixdown():
     stereo = np.stack([np.ones(800, np.float32), -np.ones(800, np.float32) * 0.5], 1)  # [N, 2]
     wave, length = AudioProcessor(AudioConfig(sample_rate=8000))(stereo, sample_rate=8000)
     assert length == 800 and torch.allclose(wave, torch.full((800,), 0.25))
-    with pytest.raises(ValueError, match="sample_rate"):
-        AudioProcessor(AudioConfig())(stereo)
+    assert AudioProcessor(AudioConfig(sample_rate=16000))(stereo)[1] == 800  # already at the model's rate
 
 
 def test_too_long_and_unreadable_audio(tmp_path):

@@ -1,0 +1,5 @@
+import sys
+
+from mmr1.cli import main
+
+sys.exit(main())

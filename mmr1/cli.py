@@ -1,0 +1,134 @@
+"""The `mmr1` command (also `python -m mmr1`).
+
+    mmr1 init --preset tiny --out runs/tiny        build a model + tokenizer, save a checkpoint folder
+    mmr1 info --preset tiny                        parameter counts per component
+    mmr1 qa --checkpoint runs/tiny --sample        answer a built-in image+audio question
+    mmr1 qa --checkpoint F --question "…" [--image F] [--audio F] [--json]
+    mmr1 data synth|check|tokenizer …              datasets (see `mmr1 data --help`)
+
+Errors print one line and exit non-zero; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "data":
+        from mmr1.datamodules.commands import main as data_main
+
+        return data_main(argv[1:])
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError) as e:
+        if args.debug:
+            raise
+        print(f"mmr1 {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmr1", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:]))
+    commands = parser.add_subparsers(dest="command", required=True)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    init = commands.add_parser("init", parents=[debug], help="build a model from a preset and save it")
+    init.add_argument("--preset", default="tiny")
+    init.add_argument("--config", type=Path, help="a config.json instead of a preset")
+    init.add_argument("--out", type=Path, required=True)
+    init.add_argument("--seed", type=int, default=0)
+    init.set_defaults(run=_init)
+
+    info = commands.add_parser("info", parents=[debug], help="parameter counts of a preset or checkpoint")
+    info.add_argument("--preset", default="tiny")
+    info.add_argument("--checkpoint", type=Path)
+    info.set_defaults(run=_info)
+
+    qa = commands.add_parser("qa", parents=[debug], help="answer a question about an image and/or a sound")
+    qa.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint folder")
+    qa.add_argument("--question")
+    qa.add_argument("--image", type=Path)
+    qa.add_argument("--audio", type=Path)
+    qa.add_argument("--sample", action="store_true", help="ask a built-in synthetic image+audio question")
+    qa.add_argument("--max-new-tokens", type=int, default=64)
+    qa.add_argument("--json", action="store_true", help="print one JSON object")
+    qa.set_defaults(run=_qa)
+    return parser
+
+
+def _init(args) -> int:
+    import torch
+
+    from mmr1.config import Config
+    from mmr1.datamodules.tokenizer import Tokenizer
+    from mmr1.model import MultimodalModel
+
+    torch.manual_seed(args.seed)
+    config = Config.from_file(args.config) if args.config else Config.from_name(args.preset)
+    tokenizer = Tokenizer.default()
+    if len(tokenizer) > config.core.vocab_size:
+        raise ValueError(f"core.vocab_size={config.core.vocab_size} is smaller than the tokenizer's "
+                         f"{len(tokenizer)} tokens")
+    model = MultimodalModel(config)
+    model.save_pretrained(args.out, tokenizer)
+    print(f"saved an untrained {config.name} model ({_count(model) / 1e6:.2f}M parameters) to {args.out}")
+    return 0
+
+
+def _info(args) -> int:
+    from mmr1.config import Config
+    from mmr1.model import MultimodalModel
+
+    config = Config.from_checkpoint(args.checkpoint) if args.checkpoint else Config.from_name(args.preset)
+    model = MultimodalModel(config)
+    print(f"{config.name}: {_count(model) / 1e6:.2f}M parameters")
+    for name, child in model.named_children():
+        print(f"  {name:<14} {_count(child) / 1e6:8.2f}M")
+    return 0
+
+
+def _qa(args) -> int:
+    from mmr1.inference import load
+
+    qa = load(args.checkpoint)
+    question, image, audio, expected = args.question, args.image, args.audio, None
+    if args.sample:
+        from mmr1.datamodules.synth import Synth
+
+        record = Synth(seed=0, split="test", image_size=qa.model.config.vision.image_size).record(0)
+        question, image, audio, expected = record["question"], record["image"], record["audio"], record["answer"]
+    if not question:
+        raise ValueError("--question: give a question, or --sample for a built-in one")
+    start = time.perf_counter()
+    result = qa(question, image=str(image) if isinstance(image, Path) else image,
+                audio=str(audio) if isinstance(audio, Path) else audio, max_new_tokens=args.max_new_tokens)
+    seconds = time.perf_counter() - start
+    if args.json:
+        print(json.dumps({"question": question, "answer": result.answer, "reasoning": result.reasoning,
+                          "text": result.text, "expected": expected, "seconds": round(seconds, 3),
+                          "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens}))
+        return 0
+    print(f"question : {question}")
+    print(f"reasoning: {result.reasoning}")
+    print(f"answer   : {result.answer}" + (f"   (expected {expected})" if expected is not None else ""))
+    print(f"generated {result.completion_tokens} tokens in {seconds:.2f} s: {result.text!r}")
+    return 0
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
