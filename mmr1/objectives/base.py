@@ -1,0 +1,151 @@
+"""What every objective shares: the model (preset or checkpoint), freezing, AdamW + warmup/cosine,
+MoE bias balancing after each optimizer step, and a loss guard that names the step and term."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import lightning as L
+import torch
+import torch.distributed as dist
+
+from mmr1.config import Config
+from mmr1.model import MEDIA_KEYS, MultimodalModel
+from mmr1.optim import build_optimizer
+
+PARTS = {"vision": ("vision",), "text": ("text_encoder",), "audio": ("audio",),
+         "fusion": ("fusion", "prefix_proj"), "core": ("core",)}
+
+
+def build_model(preset: str, overrides: Optional[dict], init_from: Optional[str]) -> MultimodalModel:
+    """A fresh model from a preset (+ nested overrides), or the weights of a checkpoint folder."""
+    if init_from is None:
+        return MultimodalModel(Config.from_name(preset, **(overrides or {})))
+    if overrides:
+        raise ValueError("overrides: give either init_from (the folder fixes the architecture) or overrides, not both")
+    try:
+        return MultimodalModel.from_pretrained(init_from).train()
+    except (ValueError, FileNotFoundError) as e:
+        raise ValueError(f"init_from: cannot load {init_from}: {e}") from e
+
+
+def freeze_parts(model: MultimodalModel, parts: Sequence[str]) -> None:
+    """Stop gradients to the named parts (vision, text, audio, fusion, core)."""
+    for part in parts:
+        if part not in PARTS:
+            raise ValueError(f"freeze: unknown part {part!r}; expected some of {list(PARTS)}")
+        for name in PARTS[part]:
+            module = getattr(model, name)
+            if module is None:
+                raise ValueError(f"freeze: the model has no {part} part (config has {list(model.config.modalities)})")
+            module.requires_grad_(False)
+
+
+def check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
+    """Raise FloatingPointError naming the step and the first non-finite loss term."""
+    for name, value in terms.items():
+        if not torch.isfinite(value).all():
+            raise FloatingPointError(f"step {step}: loss term {name!r} is {value.item()} (not finite)")
+
+
+def media(batch: dict) -> dict:
+    """The model's media inputs present in a batch."""
+    return {k: batch[k] for k in MEDIA_KEYS if k in batch}
+
+
+def batch_size(batch: dict) -> int:
+    return next(v.shape[0] for v in batch.values() if torch.is_tensor(v))
+
+
+class ObjectiveModule(L.LightningModule):
+    """Subclasses implement `losses(batch) -> {"loss": total, term: value, ...}`."""
+
+    def __init__(
+        self,
+        preset: str = "tiny",
+        overrides: Optional[dict] = None,
+        init_from: Optional[str] = None,
+        freeze: Sequence[str] = (),
+        lr: float = 3e-4,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 20,
+        min_lr_ratio: float = 0.1,
+    ):
+        """
+        Args:
+            preset / overrides: `Config.from_name(preset, **overrides)`, e.g. {"core": {"n_layers": 2}}.
+            init_from: a checkpoint folder to start from instead (its config fixes the shapes).
+            freeze: parts that get no gradient: vision, text, audio, fusion, core.
+            lr / weight_decay / betas: AdamW (no decay on norms, biases, embeddings).
+            warmup_steps / min_lr_ratio: linear warmup, then cosine down to lr * min_lr_ratio at the last step.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(preset, overrides, init_from)
+        freeze_parts(self.model, freeze)
+        self.tokenizer = None  # set from the datamodule in `setup`; exported with the weights
+
+    @property
+    def config(self) -> Config:
+        return self.model.config
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # ---- steps --------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        terms = self.losses(batch)
+        check_finite(terms, self.global_step)
+        self._log_terms(terms, "train", batch)
+        return terms["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._log_terms(self.losses(batch), "val", batch)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._log_terms(self.losses(batch), "test", batch)
+
+    def _log_terms(self, terms: dict[str, torch.Tensor], stage: str, batch: dict) -> None:
+        for name, value in terms.items():
+            self.log(f"{stage}/{name}", value.detach(), prog_bar=name == "loss", batch_size=batch_size(batch),
+                     sync_dist=stage != "train")
+
+    # ---- optimisation ---------------------------------------------------------------------
+    def configure_optimizers(self) -> dict:
+        h = self.hparams
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        total = int(total) if math.isfinite(total) else 1
+        return build_optimizer(self, h.lr, h.weight_decay, tuple(h.betas), h.warmup_steps, total, h.min_lr_ratio)
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.balance_experts()
+
+    @torch.no_grad()
+    def balance_experts(self) -> None:
+        """Log each MoE layer's busiest expert share, then nudge its routing bias (loads summed over ranks)."""
+        rate = self.config.core.bias_update_rate
+        for i, moe in enumerate(self.model.core.moe_layers()):
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                dist.all_reduce(moe.expert_load)
+            self.log(f"moe/max_load_{i}", moe.load_fraction().max(), on_step=True, on_epoch=False)
+            moe.update_routing_bias(rate)
+
+    # ---- the tokenizer travels with the weights ------------------------------------------
+    def setup(self, stage: str) -> None:
+        collator = getattr(self.trainer.datamodule, "collator", None) if self._trainer is not None else None
+        if collator is not None:
+            self.tokenizer = collator.tokenizer
+            if len(self.tokenizer) > self.config.core.vocab_size:
+                raise ValueError(f"core.vocab_size: {self.config.core.vocab_size} is smaller than the tokenizer's "
+                                 f"{len(self.tokenizer)} tokens")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the config (and the tokenizer) as plain data, so `export_ckpt` needs no pickle."""
+        checkpoint["mmr1_config"] = self.config.to_dict()
+        if self.tokenizer is not None:
+            checkpoint["mmr1_tokenizer"] = {"json": self.tokenizer.backend.to_str(), "pad_token":
+                                            self.tokenizer.pad_token, "mask_token": self.tokenizer.mask_token}
+

@@ -1,0 +1,60 @@
+"""Masked modelling: MLM on the text encoder, MIM (normalised-pixel regression) on the ViT, MAM on log-mel frames."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmr1.objectives.base import ObjectiveModule
+from mmr1.objectives.losses import masked_regression_loss, mlm_loss, normalised_patches
+from mmr1.objectives.masking import AUDIO_STRIDE, frame_blocks, mask_frames, random_mask, vit_masked_tokens
+
+
+class MaskedModule(ObjectiveModule):
+    """loss = λ_mlm·MLM + λ_mim·MIM + λ_mam·MAM over whatever modalities a batch holds; each term is logged."""
+
+    def __init__(self, *args, mlm_weight: float = 1.0, mim_weight: float = 1.0, mam_weight: float = 1.0,
+                 mim_ratio: float = 0.5, mam_ratio: float = 0.3, **kwargs):
+        """*_weight: λ of each term (0 turns it off); mim_ratio / mam_ratio: share of patches / audio tokens masked."""
+        super().__init__(*args, **kwargs)
+        m = self.model
+        self.mlm_head = nn.Linear(m.text_encoder.width, m.text_encoder.vocab_size) if m.text_encoder else None
+        if m.vision is not None:
+            patch = m.vision.model.patch_embed.patch_size[0]
+            self.mask_token = nn.Parameter(torch.zeros(m.vision.width))
+            self.mim_head = nn.Linear(m.vision.width, patch * patch * 3)
+        if m.audio is not None:
+            self.mam_head = nn.Linear(m.audio.width, AUDIO_STRIDE * m.audio.cfg.n_mels)
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        h, m, terms = self.hparams, self.model, {}
+        if h.mlm_weight and "text_labels" in batch:
+            tokens = m.encode(text_ids=batch["text_ids"], text_mask=batch["text_mask"])["text"].tokens  # [B, L, D]
+            terms["mlm"] = mlm_loss(self.mlm_head(tokens), batch["text_labels"])
+        if h.mim_weight and "pixel_values" in batch:
+            terms["mim"] = self.mim(batch["pixel_values"], batch["image_mask"])
+        if h.mam_weight and "audio_values" in batch:
+            terms["mam"] = self.mam(batch["audio_values"], batch["audio_lengths"])
+        if not terms:
+            raise ValueError("batch: nothing to mask (no text_labels, pixel_values or audio_values with weight > 0)")
+        weights = {"mlm": h.mlm_weight, "mim": h.mim_weight, "mam": h.mam_weight}
+        return {"loss": sum(weights[k] * v for k, v in terms.items()), **terms}
+
+    def mim(self, pixels: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
+        """Regress the normalised pixels of masked patches of the images present."""
+        vit = self.model.vision.model
+        target = normalised_patches(pixels, vit.patch_embed.patch_size[0])  # [B, N, p*p*3]
+        patch_mask = random_mask(image_mask[:, None].expand(target.shape[:2]), self.hparams.mim_ratio)  # [B, N]
+        tokens = vit_masked_tokens(vit, pixels, patch_mask, self.mask_token)  # [B, N, D]
+        return masked_regression_loss(self.mim_head(tokens), target, patch_mask)
+
+    def mam(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Regress the log-mel frames under masked audio tokens from the encoder's states."""
+        audio = self.model.audio
+        features, frame_lengths = audio.log_mel(waveform, lengths)  # [B, T, n_mels], [B]
+        token_lengths = audio.subsample.output_lengths(frame_lengths)  # [B]
+        n_tokens = int(audio.subsample.output_lengths(torch.tensor(features.shape[1])))
+        valid = torch.arange(n_tokens, device=features.device) < token_lengths[:, None]  # [B, T']
+        block_mask = random_mask(valid, self.hparams.mam_ratio)  # [B, T']
+        tokens = audio.forward_features(mask_frames(features, block_mask), frame_lengths).tokens  # [B, T', D]
+        return masked_regression_loss(self.mam_head(tokens), frame_blocks(features, n_tokens), block_mask)
