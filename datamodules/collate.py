@@ -37,16 +37,17 @@ class Collator:
         self.tokenizer = tokenizer
         self.text_tokenizer = text_tokenizer or tokenizer
         self.objective = objective
-        self.max_length = max_length  # longest core sequence; longer ones are cut on the right
-        self.text_max_length = text_max_length  # longest text-encoder input
+        self.max_length = max_length  # longest core sequence; a longer one is an error, never cut
+        self.text_max_length = text_max_length  # longest text-encoder input; likewise
         self.mlm_probability = mlm_probability
 
     def __call__(self, examples: list[dict]) -> dict:
         batch = media(examples)
         texts = [self._encoder_text(e) for e in examples]
         if any(t is not None for t in texts):
-            rows = [self.text_tokenizer.encode(t, add_special_tokens=True)[:self.text_max_length] if t else []
-                    for t in texts]
+            rows = [self.text_tokenizer.encode(t, add_special_tokens=True) if t else [] for t in texts]
+            for example, row in zip(examples, rows):
+                _check_length(example, row, self.text_max_length, "text encoder input", "text.max_positions")
             batch["text_ids"], batch["text_mask"] = pad(rows, self.text_tokenizer.pad_id)  # [B, L]
             if self.objective == "masked":
                 batch["text_ids"], batch["text_labels"] = self._mask_tokens(batch["text_ids"], batch["text_mask"])
@@ -83,7 +84,8 @@ class Collator:
         prompt = self.tokenizer.encode(format_prompt(example["question"], modalities))
         ids = prompt + (self.tokenizer.encode(response) if response else [])
         labels = [IGNORE] * len(prompt) + ids[len(prompt):]
-        return ids[:self.max_length], labels[:self.max_length]
+        _check_length(example, ids, self.max_length, "prompt + response", "max_length")
+        return ids, labels
 
     def _padded(self, rows: list[tuple[list[int], list[int]]]) -> dict:
         input_ids, attention_mask = pad([ids for ids, _ in rows], self.tokenizer.pad_id)  # [B, T]
@@ -131,6 +133,12 @@ def pad(rows: list[list[int]], value: int, left: bool = False) -> tuple[torch.Te
         ids[i, span] = torch.tensor(row, dtype=torch.long)
         mask[i, span] = True
     return ids, mask
+
+
+def _check_length(example: dict, ids: list[int], limit: Optional[int], what: str, setting: str) -> None:
+    if limit is not None and len(ids) > limit:
+        raise ValueError(f"record {example.get('id', '?')}: {what} is {len(ids)} tokens, longer than "
+                         f"{setting}={limit}; shorten the record or raise the limit (nothing is cut silently)")
 
 
 def _ended(response: str) -> str:

@@ -62,7 +62,7 @@ class MultimodalDataModule(L.LightningDataModule):
             seed: seed of the synthetic splits.
             skip_bad_records: skip and report bad records instead of raising.
             synth_*_size / difficulty: size and difficulty (1..3, None = mixed) of the synthetic splits.
-            max_length: longest core sequence in tokens (cut on the right); None = no limit.
+            max_length: longest core sequence in tokens (a longer record is an error); None = no limit.
             augment: image augmentation on the training split.
         """
         super().__init__()

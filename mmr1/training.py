@@ -61,10 +61,10 @@ class ExportBest(L.Callback):
 class TrainingCLI(LightningCLI):
     """LightningCLI with `--model` an ObjectiveModule, `--data` a MultimodalDataModule, linked by the Config."""
 
-    def __init__(self, args: list[str]):
+    def __init__(self, args: list[str], run: bool = True):
         super().__init__(
             ObjectiveModule, MultimodalDataModule, subclass_mode_model=True, subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True}, args=args,
+            save_config_kwargs={"overwrite": True}, args=args, run=run,
         )
 
     def add_arguments_to_parser(self, parser) -> None:

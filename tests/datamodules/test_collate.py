@@ -120,9 +120,13 @@ def test_masked_language_modelling(tok):
     assert 0.7 < share < 0.9
 
 
-def test_max_length_cuts_on_the_right(tok):
-    batch = Collator(tok, "sft", max_length=12)([example(), example(reasoning="x " * 50)])
-    assert batch["input_ids"].shape[1] == 12 and batch["labels"].shape[1] == 12
+def test_too_long_records_are_an_error_not_cut(tok):
+    short = Collator(tok, "sft", max_length=200)([example()])
+    assert short["input_ids"].shape[1] < 200
+    with pytest.raises(ValueError, match=r"record long: prompt \+ response is \d+ tokens, longer than max_length=40"):
+        Collator(tok, "sft", max_length=40)([example(), example(id="long", reasoning="x " * 50)])
+    with pytest.raises(ValueError, match="text.max_positions=5"):
+        Collator(tok, "rl", text_max_length=5)([example(id="q")])
 
 
 def test_ids_and_skip_reports(tok):
