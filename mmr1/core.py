@@ -239,16 +239,25 @@ class ReasoningCore(nn.Module):
     def stream(self, input_ids, attention_mask=None, prefix_embeds=None, prefix_mask=None, max_new_tokens=32,
                do_sample=False, temperature=1.0, top_k=0, top_p=1.0, eos_token_id=-1, generator=None):
         """Yield the next token of every row ([B] long) as it is decoded."""
-        cfg = self.config
-        stop_ids = _stop_ids(cfg.eos_token_id if eos_token_id == -1 else eos_token_id, input_ids.device)
-        B, T = input_ids.shape
         P = 0 if prefix_embeds is None else prefix_embeds.shape[1]
-        cache = self.new_cache(P + T + max_new_tokens)
+        cache = self.new_cache(P + input_ids.shape[1] + max_new_tokens)
         out = self(input_ids, attention_mask, prefix_embeds, prefix_mask, cache=cache, logits_to_keep=1)
-        finished = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
-        ones = torch.ones(B, 1, dtype=torch.bool, device=input_ids.device)
+        yield from self.decode(cache, out.logits[:, -1], max_new_tokens, do_sample, temperature, top_k, top_p,
+                               eos_token_id, generator)
+
+    @torch.inference_mode()
+    def decode(self, cache: KVCache, logits: torch.Tensor, max_new_tokens: int, do_sample=False, temperature=1.0,
+               top_k=0, top_p=1.0, eos_token_id=-1, generator=None):
+        """Continue from a filled cache whose next-token logits [B, V] are given; yield [B] tokens.
+
+        Finished rows (after an eos) yield the pad id; decoding stops once every row is done."""
+        cfg = self.config
+        stop_ids = _stop_ids(cfg.eos_token_id if eos_token_id == -1 else eos_token_id, logits.device)
+        B = logits.shape[0]
+        finished = torch.zeros(B, dtype=torch.bool, device=logits.device)
+        ones = torch.ones(B, 1, dtype=torch.bool, device=logits.device)
         for step in range(max_new_tokens):
-            token = next_token(out.logits[:, -1], do_sample, temperature, top_k, top_p, generator)  # [B]
+            token = next_token(logits, do_sample, temperature, top_k, top_p, generator)  # [B]
             token = torch.where(finished, torch.full_like(token, cfg.pad_token_id), token)
             yield token
             if stop_ids is not None:
@@ -256,7 +265,7 @@ class ReasoningCore(nn.Module):
                 if bool(finished.all()):
                     return
             if step + 1 < max_new_tokens:
-                out = self(token[:, None], ones, cache=cache, logits_to_keep=1)
+                logits = self(token[:, None], ones, cache=cache, logits_to_keep=1).logits[:, -1]
 
     # ---- checkpoints ----------------------------------------------------------------
     @classmethod

@@ -1,0 +1,1 @@
+"""Reinforcement learning for reasoning: rollouts, rule rewards, GRPO/PPO/DPO maths."""

@@ -1,0 +1,98 @@
+"""Rule rewards for reasoning RL, each a small pure function `(completion, answer, **record) -> float`.
+
+Built in: `accuracy`, `format`, `language`. Users add their own by import path in the
+YAML (`rewards: {accuracy: 1.0, "my_pkg.rewards:length_penalty": 0.1}`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import unicodedata
+from typing import Callable, Mapping, Optional
+
+from mmr1.metrics import answers_match
+
+RewardFn = Callable[..., float]
+
+_TAGS = r"</?think>|</?answer>"
+_WELL_FORMED = re.compile(
+    rf"\s*<think>((?:(?!{_TAGS}).)*)</think>\s*<answer>((?:(?!{_TAGS}).)*)</answer>\s*(?:</s>)?\s*", re.DOTALL
+)
+
+
+def parse_strict(completion: str) -> tuple[Optional[str], Optional[str]]:
+    """(reasoning, answer) when the completion is exactly <think>…</think><answer>…</answer>; else (None, None)."""
+    match = _WELL_FORMED.fullmatch(completion)
+    return (match.group(1).strip(), match.group(2).strip()) if match else (None, None)
+
+
+def format_reward(completion: str, answer: Optional[str] = None, **record) -> float:
+    """1 for exactly one <think>…</think> then exactly one <answer>…</answer> and nothing after; else 0."""
+    return 1.0 if _WELL_FORMED.fullmatch(completion) else 0.0
+
+
+def accuracy_reward(completion: str, answer: Optional[str] = None, **record) -> float:
+    """1 when the one well-formed <answer> equals the reference (numbers as numbers); else 0.
+
+    Several answers, hedges ("3 or 4"), an empty answer or a malformed response get nothing."""
+    if answer is None:
+        raise ValueError("answer: the accuracy reward needs a reference answer in every record")
+    _, predicted = parse_strict(completion)
+    if not predicted:
+        return 0.0
+    return 1.0 if answers_match(predicted, answer) else 0.0
+
+
+SCRIPTS = {"latin": "LATIN", "cyrillic": "CYRILLIC", "greek": "GREEK", "cjk": "CJK", "arabic": "ARABIC"}
+
+
+def language_reward(completion: str, answer: Optional[str] = None, script: str = "latin", **record) -> float:
+    """Share of the reasoning's words written in the target script (DeepSeek-R1's language-consistency
+    reward); words without letters (numbers) do not count; no reasoning -> 0."""
+    if script not in SCRIPTS:
+        raise ValueError(f"script: expected one of {sorted(SCRIPTS)}, got {script!r}")
+    match = re.search(r"<think>(.*?)</think>", completion, re.DOTALL)
+    words = [w for w in re.findall(r"\w+", match.group(1)) if any(c.isalpha() for c in w)] if match else []
+    if not words:
+        return 0.0
+    target = SCRIPTS[script]
+
+    def in_script(word: str) -> bool:
+        return all(target in unicodedata.name(c, "") for c in word if c.isalpha())
+
+    return sum(in_script(w) for w in words) / len(words)
+
+
+BUILTIN: dict[str, RewardFn] = {"accuracy": accuracy_reward, "format": format_reward, "language": language_reward}
+
+
+def resolve(name: str) -> RewardFn:
+    """A built-in reward by name, or a user function by import path `pkg.module:function` or `pkg.module.function`."""
+    if name in BUILTIN:
+        return BUILTIN[name]
+    module_name, _, attr = name.partition(":") if ":" in name else name.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"reward {name!r}: expected one of {sorted(BUILTIN)} or an import path 'pkg.module:function'")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"reward {name!r}: cannot import it ({e})") from e
+    if not callable(fn):
+        raise ValueError(f"reward {name!r}: {type(fn).__name__} is not callable")
+    return fn
+
+
+class Rewards:
+    """A weighted sum of reward functions; also returns each term for logging."""
+
+    def __init__(self, weights: Mapping[str, float]):
+        if not weights:
+            raise ValueError("rewards: give at least one reward, e.g. {'accuracy': 1.0, 'format': 0.5}")
+        self.weights = dict(weights)
+        self.fns = {name: resolve(name) for name in self.weights}
+
+    def __call__(self, completions: list[str], records: list[dict]) -> tuple[list[float], dict[str, list[float]]]:
+        terms = {name: [float(fn(c, **r)) for c, r in zip(completions, records)] for name, fn in self.fns.items()}
+        total = [sum(self.weights[name] * terms[name][i] for name in terms) for i in range(len(completions))]
+        return total, terms
