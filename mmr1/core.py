@@ -113,6 +113,7 @@ class ReasoningCore(nn.Module):
         cache: KVCache | None = None,
         logits_to_keep: int = 0,  # 0: logits for every text position; k: only the last k
         inputs_embeds: torch.Tensor | None = None,  # [B, T, D] instead of input_ids
+        document_ids: torch.Tensor | None = None,  # [B, T] packed sequences: attend within a document only
     ) -> CoreOutput:
         text, text_valid = self._embed_text(input_ids, inputs_embeds, attention_mask)
         B, T, _ = text.shape
@@ -136,11 +137,18 @@ class ReasoningCore(nn.Module):
             )
         n_prefix = cache.n_prefix if (cache is not None and past) else P
         start_position = cache.next_position if (cache is not None and past) else None
-        positions, next_position = _positions(valid, start_position)  # [B, P+T], [B]
         all_valid = valid if not past else torch.cat((cache.valid, valid), dim=1)  # [B, S]
-        mask = None
-        if n_prefix or not bool(all_valid.all()):
-            mask = prefix_lm_mask(all_valid, n_prefix, past)  # [B, 1, P+T, S]
+        if document_ids is not None:
+            if P or cache is not None or document_ids.shape != (B, T):
+                raise ValueError(f"document_ids: expected [{B}, {T}] like input_ids, for packed text without "
+                                 f"a prefix or a cache; got {list(document_ids.shape)}")
+            positions, next_position = _document_positions(document_ids, valid), None
+            mask = document_mask(document_ids, valid)  # [B, 1, T, T]
+        else:
+            positions, next_position = _positions(valid, start_position)  # [B, P+T], [B]
+            mask = None
+            if n_prefix or not bool(all_valid.all()):
+                mask = prefix_lm_mask(all_valid, n_prefix, past)  # [B, 1, P+T, S]
         rope = self.rotary(positions, x.dtype)
 
         for i, layer in enumerate(self.layers):
@@ -308,6 +316,25 @@ def _positions(valid: torch.Tensor, start: torch.Tensor | None) -> tuple[torch.T
     offset = 0 if start is None else start[:, None]
     positions = (counts - 1).clamp(min=0) + offset
     return positions, counts[:, -1] + (0 if start is None else start)
+
+
+def _document_positions(document_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Positions that restart at 0 at the first token of every packed document."""
+    T = document_ids.shape[1]
+    index = torch.arange(T, device=document_ids.device).expand_as(document_ids)  # [B, T]
+    starts = torch.ones_like(valid)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    start_index = torch.where(starts, index, torch.zeros_like(index)).cummax(dim=1).values  # [B, T]
+    return index - start_index
+
+
+def document_mask(document_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Bool [B, 1, T, T]: causal attention inside each packed document (and to itself always)."""
+    T = document_ids.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=document_ids.device).tril()  # [T, T]
+    same = document_ids[:, :, None] == document_ids[:, None, :]  # [B, T, T]
+    mask = causal & same & valid[:, None, :]
+    return (mask | torch.eye(T, dtype=torch.bool, device=document_ids.device))[:, None]
 
 
 def prefix_lm_mask(valid: torch.Tensor, n_prefix: int, past: int) -> torch.Tensor:

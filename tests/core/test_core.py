@@ -196,3 +196,17 @@ def test_bad_input_is_named(kwargs, match):
 def test_inconsistent_config_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         CoreConfig(**kwargs)
+
+
+def test_packed_documents_equal_separate_forwards():
+    """Packing: positions restart per document and no document attends to another."""
+    core = make_core(**VARIANTS["irm"])
+    a, b = torch.randint(3, 64, (1, 5)), torch.randint(3, 64, (1, 7))
+    packed = torch.cat((a, b), dim=1)
+    documents = torch.tensor([[0] * 5 + [1] * 7])
+    with torch.no_grad():
+        out = core(packed, document_ids=documents).logits
+        torch.testing.assert_close(out[:, :5], core(a).logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(out[:, 5:], core(b).logits, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="document_ids"):
+        core(packed, document_ids=documents[:, :4])
