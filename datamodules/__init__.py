@@ -1,4 +1,4 @@
-"""Data for mmr1: processors, tokenizer, chat format, manifests, synthetic data, datamodules.
+"""Data for mmr1: processors, tokenizer, chat format, manifests, synthetic data, text corpora, datamodules.
 
 Names are imported lazily, so `from mmr1.datamodules.prompt import format_prompt` does not
 pull in Lightning or torchvision.
@@ -16,6 +16,8 @@ _EXPORTS = {
     "PairedDataModule": "datamodules", "MaskedDataModule": "datamodules", "SFTDataModule": "datamodules",
     "RLPromptDataModule": "datamodules", "PreferenceDataModule": "datamodules",
     "BadRecordReport": "callbacks",
+    "PackedTextDataset": "text", "PackedLoader": "text", "TextDataModule": "text", "read_documents": "text",
+    "read_gsm8k": "gsm8k", "gsm8k_texts": "gsm8k",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,4 +1,4 @@
-"""`mmr1 data synth|check|tokenizer`: make, validate and tokenize datasets."""
+"""`mmr1 data synth|check|tokenizer|convert`: make, validate, tokenize and convert datasets."""
 
 from __future__ import annotations
 
@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     tokenizer.add_argument("--vocab-size", type=int, default=512)
     tokenizer.add_argument("--out", required=True, type=Path)
     tokenizer.set_defaults(run=_tokenizer)
+
+    convert = commands.add_parser("convert", help="convert a public dataset to an mmr1 manifest")
+    convert.add_argument("dataset", choices=("gsm8k",))
+    convert.add_argument("--in", dest="source", required=True, type=Path, help="the dataset's JSONL file")
+    convert.add_argument("--out", required=True, type=Path, help="the manifest to write")
+    convert.add_argument("--split", default=None, help="split name in record ids (default: the input's stem)")
+    convert.set_defaults(run=_convert)
     return parser
 
 
@@ -110,6 +117,14 @@ def _tokenizer(args: argparse.Namespace) -> int:
     tokenizer = Tokenizer.train(_corpus_texts(args.corpus), args.vocab_size)
     tokenizer.save(args.out)
     print(f"trained {len(tokenizer)} tokens; saved to {args.out}")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from mmr1.datamodules.gsm8k import convert
+
+    n = convert(args.source, args.out, args.split)
+    print(f"wrote {n} {args.dataset} records to {args.out}")
     return 0
 
 

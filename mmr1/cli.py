@@ -1,5 +1,7 @@
 """The `mmr1` command (also `python -m mmr1`).
 
+    mmr1 fit|validate|test|predict --config configs/tiny_sft.yaml [--trainer.max_steps 50 …]   (LightningCLI)
+    mmr1 export --ckpt run/checkpoints/last.ckpt --out F   a Lightning checkpoint -> a checkpoint folder
     mmr1 init --preset tiny --out runs/tiny        build a model + tokenizer, save a checkpoint folder
     mmr1 info --preset tiny                        parameter counts per component
     mmr1 qa --checkpoint runs/tiny --sample        answer a built-in image+audio question
@@ -21,6 +23,11 @@ from typing import Optional
 
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("fit", "validate", "test", "predict"):
+        from mmr1.training import cli_main
+
+        cli_main(argv)
+        return 0
     if argv and argv[0] == "data":
         from mmr1.datamodules.commands import main as data_main
 
@@ -49,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--out", type=Path, required=True)
     init.add_argument("--seed", type=int, default=0)
     init.set_defaults(run=_init)
+
+    export = commands.add_parser("export", parents=[debug], help="turn a Lightning .ckpt into a checkpoint folder")
+    export.add_argument("--ckpt", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True)
+    export.set_defaults(run=_export)
 
     info = commands.add_parser("info", parents=[debug], help="parameter counts of a preset or checkpoint")
     info.add_argument("--preset", default="tiny")
@@ -83,6 +95,13 @@ def _init(args) -> int:
     model = MultimodalModel(config)
     model.save_pretrained(args.out, tokenizer)
     print(f"saved an untrained {config.name} model ({_count(model) / 1e6:.2f}M parameters) to {args.out}")
+    return 0
+
+
+def _export(args) -> int:
+    from mmr1.training import export_ckpt
+
+    print(f"exported {args.ckpt} to {export_ckpt(args.ckpt, args.out)}")
     return 0
 
 

@@ -1,14 +1,18 @@
 """Asking a model questions about images and sounds.
 
-    qa = mmr1.load("runs/tiny")
+    qa = mmr1.load("runs/tiny")                       # a checkpoint folder, or a Lightning .ckpt
     result = qa("How many beeps do you hear?", audio="clip.wav")
     print(result.reasoning, result.answer)
+    results = qa(["Q1", "Q2"], image=["a.png", None])  # one batch, left-padded inside
+    for piece in qa.stream("Q1", image="a.png"): print(piece, end="")
 
-The prompt is built by the same collator and prompt format that training uses.
+The prompt is built by the same record processors, collator and prompt format that
+training uses. Batched, streamed and one-by-one answers are the same tokens (greedy).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
@@ -19,13 +23,14 @@ from mmr1.model import MultimodalModel
 
 ImageInput = Any  # a path, a PIL image or a [3, H, W] tensor
 AudioInput = Any  # a path or a 1-D array of samples
+COMPRESSION_NAME = "compression.json"  # written by mmr1.compress.export_quantized
 
 
 @dataclass
 class QAResult:
     answer: Optional[str]  # the text inside <answer>…</answer>, None when the model wrote none
     reasoning: Optional[str]  # the text inside <think>…</think>
-    text: str  # everything generated, special tokens included
+    text: str  # everything generated up to the end token or a stop string, special tokens included
     prompt_tokens: int
     completion_tokens: int
 
@@ -33,103 +38,215 @@ class QAResult:
 class QAPipeline:
     def __init__(self, model: MultimodalModel, tokenizer, max_question_tokens: int = 256):
         from mmr1.datamodules.collate import Collator
-        from mmr1.datamodules.processors import AudioProcessor, ImageProcessor
+        from mmr1.datamodules.records import RecordProcessor
 
         self.model = model.eval()
         self.tokenizer = tokenizer
-        cfg = model.config
-        self.images = ImageProcessor(cfg.vision, train=False) if cfg.vision is not None else None
-        self.audio = AudioProcessor(cfg.audio) if cfg.audio is not None else None
+        self.records = RecordProcessor.from_config(model.config)
         self.collate = Collator(tokenizer, "rl")
         self.max_question_tokens = max_question_tokens
 
     @classmethod
-    def from_pretrained(cls, folder: Union[str, Path]) -> "QAPipeline":
-        from mmr1.datamodules.tokenizer import Tokenizer
+    def from_pretrained(cls, checkpoint: Union[str, Path], config: Union[str, Path, None] = None) -> "QAPipeline":
+        return cls(*load_model(checkpoint, config))
 
-        return cls(MultimodalModel.from_pretrained(folder), Tokenizer.from_pretrained(folder))
-
-    def __call__(self, question, image=None, audio=None, sample_rate: Optional[int] = None, **generation):
-        """One question (str) → QAResult; a list of questions (with lists of media) → list of QAResult."""
+    def __call__(self, question, image=None, audio=None, sample_rate: Optional[int] = None,
+                 stop: Sequence[str] = (), **generation):
+        """One question (str) → QAResult; a list of questions (with lists of media) → list of QAResult.
+        `generation`: max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, generator."""
         if isinstance(question, str):
-            return self._batch([question], [image], [audio], sample_rate, generation)[0]
+            return self.answer([self.example(question, image, audio, sample_rate)], stop, **generation)[0]
         n = len(question)
         images = list(image) if image is not None else [None] * n
         clips = list(audio) if audio is not None else [None] * n
         if len(images) != n or len(clips) != n:
             raise ValueError(f"image/audio: expected one entry per question ({n}), got {len(images)} and {len(clips)}")
-        return self._batch(list(question), images, clips, sample_rate, generation)
+        examples = [self.example(q, i, a, sample_rate, index) for index, (q, i, a) in enumerate(zip(question, images, clips))]
+        return self.answer(examples, stop, **generation)
 
     def stream(self, question: str, image=None, audio=None, sample_rate: Optional[int] = None,
-               **generation) -> Iterator[str]:
-        """Yield the generated text piece by piece as tokens are decoded."""
-        batch = self._inputs([question], [image], [audio], sample_rate)
-        ids: list[int] = []
-        shown = ""
-        for token in self.model.stream(generation=self._generation(generation), **batch):
-            ids.append(int(token[0]))
-            text = self.tokenizer.decode(ids)
-            yield text[len(shown):]
-            shown = text
+               stop: Sequence[str] = (), **generation) -> Iterator[str]:
+        """Yield the generated text piece by piece; the pieces join to the non-streamed `text`."""
+        batch = self._batch([self.example(question, image, audio, sample_rate)])
+        shown, row = "", []
+        for (row,) in self._decode(batch, stop, generation):
+            text = _visible(self.tokenizer.decode(row), stop)
+            if len(text) > len(shown):
+                yield text[len(shown):]
+                shown = text
+        final = _cut(self.tokenizer.decode(row), stop)
+        if len(final) > len(shown):
+            yield final[len(shown):]
 
-    # ---- internals ----------------------------------------------------------------------
-    def _batch(self, questions, images, clips, sample_rate, generation) -> list[QAResult]:
+    def answer(self, examples: list[dict], stop: Sequence[str] = (), **generation) -> list[QAResult]:
+        """Answer examples made by `example` (or a RecordProcessor) in one left-padded batch."""
         from mmr1.datamodules.prompt import parse_response
 
-        batch = self._inputs(questions, images, clips, sample_rate)
-        prompt_width = batch["input_ids"].shape[1]
-        out = self.model.generate(generation=self._generation(generation), **batch)
+        batch = self._batch(examples)
+        rows: list[list[int]] = [[] for _ in examples]
+        for rows in self._decode(batch, stop, generation):
+            pass  # decode to the end; `rows` holds every row's completion
         results = []
-        for row, prompt_mask in zip(out[:, prompt_width:].tolist(), batch["attention_mask"]):
-            row = _until_eos(row, self.tokenizer.eos_id)
-            text = self.tokenizer.decode(row)
+        for row, prompt_mask in zip(rows, batch["attention_mask"]):
+            text = _cut(self.tokenizer.decode(row), stop)
             reasoning, answer = parse_response(text)
             results.append(QAResult(answer, reasoning, text, int(prompt_mask.sum()), len(row)))
         return results
 
-    def _inputs(self, questions: Sequence[str], images, clips, sample_rate) -> dict:
-        examples = []
-        for i, (question, image, clip) in enumerate(zip(questions, images, clips)):
-            if not isinstance(question, str) or not question.strip():
-                raise ValueError(f"question[{i}]: expected a non-empty string, got {question!r}")
-            n_tokens = len(self.tokenizer.encode(question))
+    def example(self, question: str, image=None, audio=None, sample_rate: Optional[int] = None, index: int = 0) -> dict:
+        """One question with its media → the example the collator batches (media decoded, limits checked)."""
+        import numpy as np
+
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"question[{index}]: expected a non-empty string, got {question!r}")
+        for modality, media, processor in (("image", image, self.records.image), ("audio", audio, self.records.audio)):
+            if media is not None and processor is None:
+                raise ValueError(f"{modality}[{index}]: this model was built without the {modality} modality")
+        if isinstance(audio, torch.Tensor):
+            audio = audio.numpy()
+        record = {"question": question, "image": image, "audio": audio,
+                  "sample_rate": sample_rate or (self.records.audio and self.records.audio.sample_rate)}
+        if isinstance(audio, (str, Path)):
+            record["audio"] = str(audio)
+        elif audio is not None:
+            record["audio"] = np.asarray(audio, dtype=np.float32)
+        if isinstance(image, Path):
+            record["image"] = str(image)
+        try:
+            return self.records(record)
+        except ValueError as e:
+            raise ValueError(f"question[{index}]: {e}") from e
+
+    # ---- internals ----------------------------------------------------------------------
+    def _batch(self, examples: list[dict]) -> dict:
+        for index, example in enumerate(examples):
+            n_tokens = len(self.tokenizer.encode(example["question"]))
             if n_tokens > self.max_question_tokens:
-                raise ValueError(f"question[{i}]: {n_tokens} tokens, longer than the limit of "
+                raise ValueError(f"question[{index}]: {n_tokens} tokens, longer than the limit of "
                                  f"{self.max_question_tokens}")
-            examples.append({
-                "question": question,
-                "pixel_values": self._image(image, i),
-                "audio_values": self._audio(clip, sample_rate, i),
-            })
         batch = self.collate(examples)
         return {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
-    def _image(self, image, i: int):
-        if image is None:
-            return None
-        if self.images is None:
-            raise ValueError(f"image[{i}]: this model was built without the image modality")
-        return self.images(image)
-
-    def _audio(self, clip, sample_rate, i: int):
-        if clip is None:
-            return None
-        if self.audio is None:
-            raise ValueError(f"audio[{i}]: this model was built without the audio modality")
-        waveform, _ = self.audio(clip, sample_rate)
-        return waveform
-
-    def _generation(self, options: dict) -> dict:
+    def _decode(self, batch: dict, stop: Sequence[str], options: dict) -> Iterator[list[list[int]]]:
+        """After each decoding step, every row's completion ids so far (end token left out);
+        a row ends at an end token or once its text holds a stop string."""
         options = dict(options)
         options.setdefault("max_new_tokens", 64)
         options.setdefault("eos_token_id", self.tokenizer.eos_id)
-        return options
+        eos = options["eos_token_id"]
+        ends = set() if eos is None else {eos} if isinstance(eos, int) else set(eos)
+        rows: list[list[int]] = [[] for _ in range(batch["input_ids"].shape[0])]
+        done = [False] * len(rows)
+        for tokens in self.model.stream(generation=options, **batch):
+            for i, token in enumerate(tokens.tolist()):
+                if done[i]:
+                    continue
+                if token in ends:
+                    done[i] = True
+                    continue
+                rows[i].append(token)
+                done[i] = bool(stop) and any(s in self.tokenizer.decode(rows[i]) for s in stop)
+            yield rows
+            if all(done):
+                return
 
 
-def _until_eos(row: list[int], eos: int) -> list[int]:
-    return row[: row.index(eos)] if eos in row else row
+def _cut(text: str, stop: Sequence[str]) -> str:
+    """The text before the first stop string."""
+    hits = [text.index(s) for s in stop if s in text]
+    return text[:min(hits)] if hits else text
 
 
-def load(folder: Union[str, Path]) -> QAPipeline:
-    """The QA pipeline of a checkpoint folder (config.json + model.safetensors + tokenizer)."""
-    return QAPipeline.from_pretrained(folder)
+def _visible(text: str, stop: Sequence[str]) -> str:
+    """What can be shown while decoding: cut at a stop string, holding back a tail that may
+    still become one, and a trailing partial UTF-8 character."""
+    text = _cut(text, stop)
+    held = max((k for s in stop for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+    text = text[:len(text) - held]
+    return text.rstrip("\ufffd")
+
+
+def load_model(checkpoint: Union[str, Path], config: Union[str, Path, None] = None, compressed: bool = True):
+    """(model, tokenizer) from a checkpoint folder (e.g. `runs/x/export`) or a Lightning `.ckpt`.
+
+    A `.ckpt` is read weights-only; its architecture comes from `config` (a config.json),
+    else a config.json beside it, else the config the objective stored in it. A folder
+    holding compression.json (see `mmr1.compress`) is quantized on load unless `compressed` is False."""
+    from mmr1.datamodules.tokenizer import Tokenizer
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        if config is not None:
+            raise ValueError("--config: a checkpoint folder has its own config.json; give --config only with a .ckpt")
+        model, tokenizer = MultimodalModel.from_pretrained(path), Tokenizer.from_pretrained(path)
+        if compressed and (path / COMPRESSION_NAME).is_file():
+            from mmr1.compress import apply_saved
+
+            model = apply_saved(model, json.loads((path / COMPRESSION_NAME).read_text()))
+        return model, tokenizer
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint folder or .ckpt file")
+    if path.suffix != ".ckpt":
+        raise ValueError(f"{path}: expected a checkpoint folder (config.json + model.safetensors) or a Lightning .ckpt")
+    return _load_ckpt(path, Path(config) if config is not None else None)
+
+
+def _load_ckpt(path: Path, config: Optional[Path]):
+    from mmr1.checkpoint import safe_torch_load
+    from mmr1.config import Config
+    from mmr1.datamodules.tokenizer import Tokenizer
+    from mmr1.training import MODEL_PREFIX, _tokenizer
+
+    checkpoint = safe_torch_load(path)
+    config = config or (path.parent / "config.json" if (path.parent / "config.json").is_file() else None)
+    if config is not None:
+        if not config.is_file():
+            raise FileNotFoundError(f"{config}: config file not found")
+        data = json.loads(config.read_text())
+        data.pop("architecture", None)
+        model_config = Config.from_dict(data)
+    elif "mmr1_config" in checkpoint:
+        model_config = Config.from_dict(checkpoint["mmr1_config"])
+    else:
+        raise ValueError(f"{path}: no config; pass --config config.json or put config.json beside the .ckpt")
+    model = MultimodalModel(model_config)
+    state = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(MODEL_PREFIX)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not match the config ({str(e).splitlines()[0]} …)") from e
+    if "mmr1_tokenizer" in checkpoint or not (path.parent / "tokenizer.json").is_file():
+        tokenizer = _tokenizer(checkpoint.get("mmr1_tokenizer"))
+    else:
+        tokenizer = Tokenizer.from_pretrained(path.parent)
+    return model.eval(), tokenizer
+
+
+def answer_manifest(qa: QAPipeline, manifest: Union[str, Path], batch_size: int = 8, progress: bool = True,
+                    stop: Sequence[str] = (), **generation) -> Iterator[tuple[dict, QAResult]]:
+    """(record, result) for every record of a JSONL manifest, answered in batches with a progress bar."""
+    from tqdm import tqdm
+
+    from mmr1.datamodules.manifest import read_manifest
+
+    path = Path(manifest)
+    records, _ = read_manifest(path, objective=None)
+    missing = [line for line, record in records if not record.get("question")]
+    if missing:
+        raise ValueError(f"{path}:{missing[0]}: question: missing ({len(missing)} record(s) have none)")
+    with tqdm(total=len(records), desc="answering", unit="q", disable=not progress) as bar:
+        for start in range(0, len(records), batch_size):
+            chunk = records[start:start + batch_size]
+            examples = []
+            for line, record in chunk:
+                try:
+                    examples.append(qa.records(record, path.parent))
+                except ValueError as e:
+                    raise ValueError(f"{path}:{line}: {e}") from e
+            yield from zip((r for _, r in chunk), qa.answer(examples, stop, **generation))
+            bar.update(len(chunk))
+
+
+def load(checkpoint: Union[str, Path], config: Union[str, Path, None] = None) -> QAPipeline:
+    """The QA pipeline of a checkpoint folder (config.json + model.safetensors + tokenizer) or a `.ckpt`."""
+    return QAPipeline.from_pretrained(checkpoint, config)

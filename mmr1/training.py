@@ -82,5 +82,5 @@ class TrainingCLI(LightningCLI):
 
 
 def cli_main(args: list[str]) -> None:
-    """Run `fit|validate|test|predict` with LightningCLI arguments, e.g. ["fit", "--config", "configs/tiny_sft.yaml"]."""
+    """Run `fit|validate|test|predict` with LightningCLI arguments: ["fit", "--config", "configs/tiny_sft.yaml"]."""
     TrainingCLI(args)

@@ -12,7 +12,7 @@ from mmr1.objectives.losses import (
 
 
 def fake_gather(others: list[torch.Tensor], rank: int):
-    """all_gather with grad as one of 2 simulated ranks; call i returns [rank 0's, rank 1's] with others[i] for the other rank."""
+    """all_gather with grad, seen from one of 2 simulated ranks: call i fills the other rank's slot with others[i]."""
     calls = iter(others)
 
     def gather(x: torch.Tensor) -> list[torch.Tensor]:

@@ -1,0 +1,287 @@
+"""Plain-text corpora for language-model pretraining: streamed, packed into fixed blocks, resumable.
+
+Documents come from `.txt` files (one per file, or per blank-line-separated block) and JSONL
+files (a `text` field, or `question`/`answer` (+ `reasoning`) rendered in the chat format).
+Each document is tokenized and followed by `</s>`; the token stream is cut into blocks of
+`block_size`. Document ids restart at 0 in every block, so a document cut by a block boundary
+continues as a new document in the next one; only the last block of a shard is padded.
+
+Shard `s` of `n = world_size * workers` holds the documents whose index `i % n == s`. The
+loader remembers, per shard, how far the *consumed* batches reached (documents done + tokens
+into the next one); Lightning 2.6 saves `loader.state_dict()` in the checkpoint of any train
+DataLoader with `state_dict`/`load_state_dict` and restores it before the first batch.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Iterator, Literal, Optional, Sequence
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from mmr1.datamodules.prompt import format_prompt, format_response
+from mmr1.datamodules.tokenizer import Tokenizer
+
+DocSplit = Literal["file", "blank_line"]
+Position = tuple[int, int]  # (documents of the shard done, tokens of the next one already emitted)
+
+
+# ---- documents -----------------------------------------------------------------------------
+def read_documents(files: Sequence[str | Path], doc_split: DocSplit = "file") -> Iterator[str]:
+    """Every document of `files`, in order, reading JSONL and blank-line text line by line."""
+    for path in map(Path, files):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: corpus file not found")
+        if path.suffix == ".jsonl":
+            yield from _jsonl_documents(path)
+        elif doc_split == "file":
+            yield path.read_text(encoding="utf-8")
+        elif doc_split == "blank_line":
+            yield from _blank_line_documents(path)
+        else:
+            raise ValueError(f"doc_split: expected 'file' or 'blank_line', got {doc_split!r}")
+
+
+def _blank_line_documents(path: Path) -> Iterator[str]:
+    lines: list[str] = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                lines.append(line)
+            elif lines:
+                yield "".join(lines).rstrip("\n")
+                lines = []
+    if lines:
+        yield "".join(lines).rstrip("\n")
+
+
+def _jsonl_documents(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield render_record(json.loads(line))
+            except (json.JSONDecodeError, ValueError) as e:
+                raise ValueError(f"{path}:{line_no}: {e}") from e
+
+
+def render_record(record: dict) -> str:
+    """A JSONL record as one document: its `text`, or prompt + response in the chat format."""
+    if isinstance(record.get("text"), str):
+        return record["text"]
+    if isinstance(record.get("question"), str) and isinstance(record.get("answer"), str):
+        return format_prompt(record["question"]) + format_response(record.get("reasoning"), record["answer"])
+    raise ValueError("record: expected a 'text' field or 'question' and 'answer' strings")
+
+
+def encode_document(tokenizer: Tokenizer, text: str) -> list[int]:
+    """Token ids of one document ending in `</s>` (added unless the text already ends with it)."""
+    ids = tokenizer.encode(text)
+    return ids if ids and ids[-1] == tokenizer.eos_id else ids + [tokenizer.eos_id]
+
+
+# ---- packing ---------------------------------------------------------------------------------
+class PackedTextDataset(IterableDataset):
+    """Packed blocks of a text corpus, streamed and sharded over DDP ranks × dataloader workers."""
+
+    def __init__(self, files: Sequence[str | Path], tokenizer: Tokenizer, block_size: int,
+                 doc_split: DocSplit = "file", seed: Optional[int] = None,
+                 rank: Optional[int] = None, world_size: Optional[int] = None):
+        """`seed` shuffles the file order per epoch (None keeps it); rank/world_size default to torch.distributed."""
+        if block_size < 1:
+            raise ValueError(f"block_size: expected >= 1, got {block_size}")
+        self.files = [Path(f) for f in files]
+        self.tokenizer = tokenizer
+        self.block_size = block_size
+        self.doc_split = doc_split
+        self.seed = seed
+        distributed = dist.is_available() and dist.is_initialized()
+        self.rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
+        self.world_size = world_size if world_size is not None else (dist.get_world_size() if distributed else 1)
+        # set by PackedLoader before each epoch; pickled into the workers with the dataset
+        self.epoch = 0
+        self.positions: dict[int, Position] = {}  # shard -> where to resume
+        self.rotation = 0  # batches already consumed this epoch: which worker goes first
+
+    def file_order(self, epoch: int) -> list[Path]:
+        """The files in the order read during `epoch`."""
+        if self.seed is None:
+            return list(self.files)
+        order = list(self.files)
+        random.Random(self.seed * 100_003 + epoch).shuffle(order)
+        return order
+
+    def __iter__(self) -> Iterator[dict]:
+        worker = get_worker_info()
+        workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
+        shard = self.rank * workers + (worker_id + self.rotation) % workers
+        return self.blocks(shard, self.world_size * workers, self.epoch, self.positions.get(shard, (0, 0)))
+
+    def blocks(self, shard: int, num_shards: int, epoch: int = 0, start: Position = (0, 0)) -> Iterator[dict]:
+        """The blocks of one shard from `start`; each carries `stream_state` = (epoch, shard, *position after it)."""
+        T, pad_id = self.block_size, self.tokenizer.pad_id
+        tokens: list[int] = []
+        document_ids: list[int] = []
+        done = start[0]
+        for n, text in enumerate(self._shard_documents(shard, num_shards, epoch)):
+            if n < start[0]:
+                continue
+            ids = encode_document(self.tokenizer, text)
+            pos = start[1] if n == start[0] else 0
+            while pos < len(ids):
+                take = min(T - len(tokens), len(ids) - pos)
+                piece = document_ids[-1] + 1 if document_ids else 0
+                tokens += ids[pos:pos + take]
+                document_ids += [piece] * take
+                pos += take
+                if len(tokens) == T:
+                    position = (n + 1, 0) if pos == len(ids) else (n, pos)
+                    yield _block(tokens, document_ids, 0, pad_id, (epoch, shard, *position))
+                    tokens, document_ids = [], []
+            done = n + 1
+        if tokens:
+            yield _block(tokens, document_ids, T - len(tokens), pad_id, (epoch, shard, done, 0))
+
+    def _shard_documents(self, shard: int, num_shards: int, epoch: int) -> Iterator[str]:
+        for index, text in enumerate(read_documents(self.file_order(epoch), self.doc_split)):
+            if index % num_shards == shard:
+                yield text
+
+
+def _block(tokens: list[int], document_ids: list[int], n_pad: int, pad_id: int, state: tuple) -> dict:
+    """One block: padding (at the end) gets pad_id, label -100 and a document id of its own."""
+    input_ids = torch.tensor(tokens + [pad_id] * n_pad)  # [T]
+    labels = input_ids.clone()
+    labels[len(tokens):] = -100
+    ids = torch.tensor(document_ids + [document_ids[-1] + 1] * n_pad)  # [T]
+    mask = torch.arange(len(input_ids)) < len(tokens)  # [T] bool
+    return {"input_ids": input_ids, "labels": labels, "document_ids": ids, "attention_mask": mask,
+            "stream_state": state}
+
+
+def collate_blocks(blocks: list[dict]) -> dict:
+    """Stack blocks into [B, T] tensors; `stream_state` is the last block's (a batch comes from one shard)."""
+    batch = {key: torch.stack([b[key] for b in blocks]) for key in ("input_ids", "labels", "document_ids",
+                                                                      "attention_mask")}
+    batch["padding_fraction"] = 1.0 - batch["attention_mask"].float().mean().item()
+    batch["stream_state"] = blocks[-1]["stream_state"]
+    return batch
+
+
+# ---- loading and resuming ----------------------------------------------------------------------
+class PackedLoader(DataLoader):
+    """A DataLoader over a PackedTextDataset whose state (per-shard progress of consumed batches) resumes mid-epoch.
+
+    Call `consumed(batch["stream_state"])` once a batch is used (TextDataModule does it in
+    `on_before_batch_transfer`, after Lightning's prefetch). Workers are started afresh each
+    epoch, so they see the current epoch and resume positions.
+    """
+
+    def __init__(self, dataset: PackedTextDataset, batch_size: int = 1, num_workers: int = 0):
+        super().__init__(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_blocks)
+        self.epoch = 0
+        self.batches = 0  # consumed this epoch
+        self.positions: dict[int, Position] = {}
+
+    @property
+    def num_shards(self) -> int:
+        return self.dataset.world_size * max(self.num_workers, 1)
+
+    def __iter__(self) -> Iterator[dict]:
+        self.dataset.epoch, self.dataset.positions = self.epoch, dict(self.positions)
+        self.dataset.rotation = self.batches % max(self.num_workers, 1)
+        yield from super().__iter__()
+        self.epoch, self.batches, self.positions = self.epoch + 1, 0, {}
+
+    def consumed(self, stream_state: tuple) -> None:
+        """Record that the batch with this `stream_state` was used."""
+        epoch, shard, done, offset = stream_state
+        if epoch == self.epoch:
+            self.positions[shard] = (done, offset)
+            self.batches += 1
+
+    def state_dict(self) -> dict:
+        """Progress of every shard (gathered from all ranks), the epoch and the batch count."""
+        positions = dict(self.positions)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[Optional[dict]] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, self.positions)
+            positions = {shard: p for rank_positions in gathered for shard, p in rank_positions.items()}
+        return {"epoch": self.epoch, "batches": self.batches, "num_shards": self.num_shards,
+                "positions": {shard: list(p) for shard, p in positions.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["num_shards"] != self.num_shards:
+            raise ValueError(f"resuming a text stream needs the same ranks × workers ({state['num_shards']} shards), "
+                             f"got {self.num_shards}")
+        self.epoch, self.batches = state["epoch"], state["batches"]
+        self.positions = {int(shard): tuple(p) for shard, p in state["positions"].items()}
+
+
+# ---- datamodule ------------------------------------------------------------------------------
+class TextDataModule(L.LightningDataModule):
+    """Packed plain-text pretraining data: batches of input_ids/labels/document_ids/attention_mask [B, T]."""
+
+    def __init__(
+        self,
+        train_files: list[str],
+        val_files: Optional[list[str]] = None,
+        tokenizer: Optional[str] = None,
+        vocab_size: int = 512,
+        block_size: int = 512,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        seed: Optional[int] = 0,
+        doc_split: DocSplit = "file",
+    ):
+        """
+        Args:
+            train_files / val_files: `.txt` and `.jsonl` corpora.
+            tokenizer: a tokenizer folder; None = train a byte-level BPE of `vocab_size` on the train files.
+            block_size: tokens per packed block (the core's sequence length).
+            batch_size / num_workers: per process (per GPU under DDP); resuming needs the same ranks × workers.
+            seed: shuffles the training file order per epoch; None keeps it.
+            doc_split: a `.txt` file is one document ("file") or one per blank-line-separated block.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.tokenizer: Optional[Tokenizer] = None
+        self.datasets: dict[str, PackedTextDataset] = {}
+        self.loaders: dict[str, PackedLoader] = {}
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        hp = self.hparams
+        if self.tokenizer is None:
+            self.tokenizer = (Tokenizer.from_pretrained(hp.tokenizer) if hp.tokenizer else
+                              Tokenizer.train(read_documents(hp.train_files, hp.doc_split), hp.vocab_size))
+        files = {"train": hp.train_files, "val": hp.val_files}
+        for split in ("train", "val") if stage in (None, "fit") else ("val",):
+            if files[split] and split not in self.datasets:
+                self.datasets[split] = PackedTextDataset(files[split], self.tokenizer, hp.block_size, hp.doc_split,
+                                                         seed=hp.seed if split == "train" else None)
+
+    def _loader(self, split: str) -> PackedLoader | list:
+        if split not in self.datasets:
+            return []
+        if split not in self.loaders:
+            self.loaders[split] = PackedLoader(self.datasets[split], self.hparams.batch_size, self.hparams.num_workers)
+        return self.loaders[split]
+
+    def train_dataloader(self) -> PackedLoader | list:
+        return self._loader("train")
+
+    def val_dataloader(self) -> PackedLoader | list:
+        return self._loader("val")
+
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Takes `stream_state` out of the batch; a training batch advances the train loader's resume state."""
+        state = batch.pop("stream_state", None)
+        if state is not None and "train" in self.loaders and (self.trainer is None or self.trainer.training):
+            self.loaders["train"].consumed(state)
+        return batch

@@ -1,0 +1,94 @@
+"""Scoring a model on a manifest: answer every question (greedy), compare with the references.
+
+Accuracy uses `answers_match` (numbers as numbers); EM, token F1, BLEU, ROUGE-L and CIDEr-D
+compare the text inside <answer> with the reference answer; format_rate counts responses
+that are exactly one <think>…</think> then one <answer>…</answer>; perplexity is
+teacher-forced on the reference responses (reasoning + answer); with `samples = k` every
+question is also sampled k times for pass@1 and pass@k.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Union
+
+from mmr1 import metrics
+from mmr1.inference import QAPipeline, QAResult, answer_manifest
+
+
+def evaluate(qa: QAPipeline, manifest: Union[str, Path], batch_size: int = 8, samples: int = 0,
+             output: Union[str, Path, None] = None, progress: bool = True, **generation) -> dict:
+    """Summary metrics over a manifest; one prediction per line to `output` when given."""
+    greedy = {k: v for k, v in generation.items() if k not in ("do_sample", "temperature", "top_k", "top_p")}
+    rows = [prediction(record, result) for record, result in answer_manifest(qa, manifest, batch_size, progress, **greedy)]
+    if output is not None:
+        write_predictions(rows, output)
+    summary: dict = {"n": len(rows), "format_rate": _mean(metrics.format_ok(r["text"]) for r in rows)}
+    scored = [r for r in rows if r["reference"] is not None]
+    if scored:
+        preds, refs = [r["answer"] or "" for r in scored], [r["reference"] for r in scored]
+        summary.update(
+            n_references=len(scored),
+            accuracy=_mean(r["correct"] for r in scored),
+            exact_match=_mean(metrics.exact_match(r["answer"], r["reference"]) for r in scored),
+            f1=_mean(metrics.token_f1(p, ref) for p, ref in zip(preds, refs)),
+            bleu=metrics.bleu(preds, [[ref] for ref in refs]),
+            rouge_l=metrics.rouge_l(preds, [[ref] for ref in refs]),
+            cider=metrics.cider(preds, [[ref] for ref in refs]),
+            perplexity=reference_perplexity(qa, manifest, batch_size),
+        )
+    if samples:
+        summary.update(sampled_pass_at_k(qa, manifest, samples, batch_size, progress, **generation))
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in summary.items()}
+
+
+def reference_perplexity(qa: QAPipeline, manifest: Union[str, Path], batch_size: int) -> float:
+    """Teacher-forced perplexity of the reference responses of the records that have an answer."""
+    from mmr1.datamodules.collate import Collator
+    from mmr1.datamodules.manifest import read_manifest
+
+    path = Path(manifest)
+    records = [record for _, record in read_manifest(path, objective=None)[0] if record.get("answer")]
+    collate = Collator(qa.tokenizer, "sft", max_length=qa.model.config.core.max_seq_len)
+    batches = (collate([qa.records(r, path.parent) for r in records[i:i + batch_size]])
+               for i in range(0, len(records), batch_size))
+    return metrics.perplexity(qa.model, batches)
+
+
+def sampled_pass_at_k(qa: QAPipeline, manifest: Union[str, Path], k: int, batch_size: int, progress: bool,
+                      **generation) -> dict:
+    """pass@1 and pass@k (unbiased estimator, n = k samples per question) over the records with an answer."""
+    if k < 1:
+        raise ValueError(f"--samples: expected a positive number of samples, got {k}")
+    generation = {**generation, "do_sample": True}
+    correct: dict[int, int] = {}  # record index -> correct samples
+    for _ in range(k):
+        for index, (record, result) in enumerate(answer_manifest(qa, manifest, batch_size, progress, **generation)):
+            if record.get("answer") is not None:
+                correct[index] = correct.get(index, 0) + metrics.answers_match(result.answer, record["answer"])
+    if not correct:
+        return {}
+    return {"pass@1": _mean(metrics.pass_at_k(k, c, 1) for c in correct.values()),
+            f"pass@{k}": _mean(metrics.pass_at_k(k, c, k) for c in correct.values())}
+
+
+def prediction(record: dict, result: QAResult) -> dict:
+    """One line of a predictions file: the record's id, question and reference, the model's response."""
+    reference = record.get("answer")
+    return {"id": record.get("id"), "question": record["question"], "reference": reference,
+            "answer": result.answer, "reasoning": result.reasoning, "text": result.text,
+            "correct": None if reference is None else metrics.answers_match(result.answer, reference)}
+
+
+def write_predictions(rows: list[dict], output: Union[str, Path]) -> None:
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def _mean(values) -> Optional[float]:
+    values = [float(v) for v in values]
+    return sum(values) / len(values) if values else None

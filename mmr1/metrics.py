@@ -1,0 +1,157 @@
+"""Scoring generated answers: accuracy (numbers compared as numbers), exact match, token F1,
+BLEU, ROUGE-L, CIDEr-D, response perplexity, pass@k and the R1 response format.
+
+Text metrics take plain strings; corpus metrics (BLEU, ROUGE-L, CIDEr) take one prediction
+and a list of references per item. The GRPO accuracy reward reuses `answers_match`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+_NUMBER = re.compile(r"^[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?$")
+_FRACTION = re.compile(r"^([-+]?\d+)\s*/\s*(\d+)$")
+_FORMAT = re.compile(r"\s*<think>((?!</?think>|</?answer>).)*</think>\s*"
+                     r"<answer>((?!</?think>|</?answer>).)*</answer>\s*", re.DOTALL)
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def normalize(text: str) -> str:
+    """Lower case, punctuation removed, whitespace collapsed."""
+    return " ".join(text.lower().translate(_PUNCTUATION).split())
+
+
+def parse_number(text: str) -> Optional[float]:
+    """`3`, `-2.5`, `1,000`, `3/4`, `7.` → a float; anything else → None."""
+    text = text.strip().rstrip(".").replace(" ", "")
+    fraction = _FRACTION.fullmatch(text)
+    if fraction:
+        denominator = int(fraction.group(2))
+        return int(fraction.group(1)) / denominator if denominator else None
+    if not _NUMBER.fullmatch(text) or not any(c.isdigit() for c in text):
+        return None
+    return float(text.replace(",", ""))
+
+
+def answers_match(pred: Optional[str], ref: str) -> bool:
+    """True when both are the same number (3 == 3.0 == 3/1) or the same normalised text."""
+    if pred is None:
+        return False
+    a, b = parse_number(pred), parse_number(ref)
+    if a is not None and b is not None:
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return normalize(pred) == normalize(ref)
+
+
+def exact_match(pred: Optional[str], ref: str) -> bool:
+    """The normalised strings are equal (no number semantics: `3.0` != `3`)."""
+    return pred is not None and normalize(pred) == normalize(ref)
+
+
+def token_f1(pred: Optional[str], ref: str) -> float:
+    """SQuAD-style F1 of the bags of normalised tokens."""
+    pred_tokens, ref_tokens = normalize(pred or "").split(), normalize(ref).split()
+    if not pred_tokens or not ref_tokens:
+        return float(pred_tokens == ref_tokens)
+    common = sum((Counter(pred_tokens) & Counter(ref_tokens)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred_tokens), common / len(ref_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def format_ok(text: str) -> bool:
+    """Exactly one <think>…</think> followed by exactly one <answer>…</answer>, nothing else."""
+    return _FORMAT.fullmatch(text) is not None
+
+
+def bleu(preds: Sequence[str], refs: Sequence[Sequence[str]], n_gram: int = 4) -> float:
+    """Corpus BLEU (torchmetrics), on normalised text."""
+    from torchmetrics.text import BLEUScore
+
+    score = BLEUScore(n_gram=n_gram)
+    return float(score([normalize(p) for p in preds], [[normalize(r) for r in rs] for rs in refs]))
+
+
+def rouge_l(preds: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
+    """Mean ROUGE-L F-measure (torchmetrics; best reference per item; no nltk needed)."""
+    from torchmetrics.text import ROUGEScore
+
+    score = ROUGEScore(rouge_keys=("rougeL",), accumulate="best")
+    return float(score(list(preds), [list(rs) for rs in refs])["rougeL_fmeasure"])
+
+
+def cider(preds: Sequence[str], refs: Sequence[Sequence[str]], n: int = 4, sigma: float = 6.0) -> float:
+    """Corpus CIDEr-D (Vedantam et al. 2015, as in pycocoevalcap): tf-idf n-gram vectors (n = 1..4,
+    idf over the items' reference sets), clipped cosine similarity, a Gaussian length penalty
+    (on token counts), averaged over n and references, ×10; the mean over items."""
+    if len(preds) != len(refs):
+        raise ValueError(f"cider: {len(preds)} predictions but {len(refs)} reference lists")
+    ref_counts = [[_ngrams(r, n) for r in rs] for rs in refs]
+    document_frequency = Counter(g for item in ref_counts for g in {g for r in item for g in r})
+    log_items = math.log(len(preds)) if preds else 0.0
+
+    def vector(counts: Counter) -> tuple[list[dict], list[float]]:
+        vecs: list[dict] = [{} for _ in range(n)]
+        for gram, tf in counts.items():
+            vecs[len(gram) - 1][gram] = tf * (log_items - math.log(max(1.0, document_frequency[gram])))
+        return vecs, [math.sqrt(sum(v * v for v in vec.values())) for vec in vecs]
+
+    scores = []
+    for pred, item_refs, item_counts in zip(preds, refs, ref_counts):
+        hyp_vec, hyp_norm = vector(_ngrams(pred, n))
+        total = 0.0
+        for ref, counts in zip(item_refs, item_counts):
+            ref_vec, ref_norm = vector(counts)
+            delta = len(normalize(pred).split()) - len(normalize(ref).split())
+            penalty = math.exp(-(delta ** 2) / (2 * sigma ** 2))
+            for k in range(n):
+                overlap = sum(min(v, ref_vec[k].get(g, 0.0)) * ref_vec[k].get(g, 0.0) for g, v in hyp_vec[k].items())
+                if hyp_norm[k] and ref_norm[k]:
+                    overlap /= hyp_norm[k] * ref_norm[k]
+                total += overlap * penalty / n
+        scores.append(10.0 * total / max(1, len(item_refs)))
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def _ngrams(text: str, n: int) -> Counter:
+    tokens = normalize(text).split()
+    return Counter(tuple(tokens[i:i + k]) for k in range(1, n + 1) for i in range(len(tokens) - k + 1))
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of Chen et al. 2021 from n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n or not 0 < k <= n:
+        raise ValueError(f"pass_at_k: need 0 <= c <= n and 0 < k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+@torch.inference_mode()
+def response_nll(model, batch: dict) -> tuple[float, int]:
+    """(summed negative log-likelihood, token count) of the labelled tokens of an `sft` batch,
+    teacher-forced: the logits at t predict the label at t + 1."""
+    from mmr1.objectives.base import media
+
+    out, _ = model(batch["input_ids"], batch["attention_mask"], **media(batch))
+    logits, labels = out.logits[:, :-1].float(), batch["labels"][:, 1:]  # [B, T-1, V], [B, T-1]
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="sum")
+    return float(nll), int((labels != -100).sum())
+
+
+def perplexity(model, batches: Iterable[dict]) -> float:
+    """exp(mean NLL per response token) over every batch (teacher-forced; see `response_nll`)."""
+    total, count = 0.0, 0
+    for batch in batches:
+        nll, n = response_nll(model, batch)
+        total, count = total + nll, count + n
+    if count == 0:
+        raise ValueError("perplexity: no labelled response tokens")
+    return math.exp(total / count)

@@ -1,0 +1,147 @@
+"""GRPO: group-relative policy optimisation with rule rewards (DeepSeekMath, DeepSeek-R1).
+
+The three batch-size knobs, all independent:
+- prompts per step: the datamodule's `batch_size` (B prompts sampled per optimizer step);
+- `group_size` G: responses sampled per prompt (their rewards are normalised within the group);
+- `micro_batch_size`: sequences per forward/backward (a multiple of G); gradients of all
+  B*G sequences are accumulated before one optimizer step, so it changes memory, not maths.
+`ppo_epochs` passes are made over each rollout (μ in the GRPO paper); each pass is one step.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Mapping, Optional
+
+import torch
+
+from mmr1.objectives.base import ObjectiveModule, batch_size
+from mmr1.rl.grpo import group_advantages, grpo_loss
+from mmr1.rl.rewards import Rewards, parse_strict
+from mmr1.rl.rollout import Rollout, completion_logprobs, sample_groups
+
+
+class GRPOModule(ObjectiveModule):
+    def __init__(
+        self,
+        group_size: int = 4,
+        micro_batch_size: int = 16,
+        ppo_epochs: int = 1,
+        max_new_tokens: int = 48,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        clip_eps: float = 0.2,
+        beta: float = 0.04,
+        max_grad_norm: float = 1.0,
+        rewards: Optional[Mapping[str, float]] = None,
+        **base,
+    ):
+        """
+        Args:
+            group_size: G responses sampled per prompt.
+            micro_batch_size: sequences per forward/backward; a multiple of group_size.
+            ppo_epochs: optimizer steps per rollout (1 = fully on-policy).
+            max_new_tokens / temperature / top_p: sampling of the responses (stops at </s>).
+            clip_eps: PPO clip range of the importance ratio.
+            beta: weight of the k3 KL to the frozen reference model (0 disables the reference).
+            max_grad_norm: gradient clipping (manual optimisation, so the Trainer's own is not used).
+            rewards: reward name or import path -> weight; default accuracy 1.0 + format 0.5.
+            **base: model, optimiser and freezing arguments of ObjectiveModule.
+        """
+        super().__init__(**base)
+        if group_size < 2:
+            raise ValueError(f"group_size: needs at least 2 responses per prompt to compare, got {group_size}")
+        if micro_batch_size % group_size:
+            raise ValueError(f"micro_batch_size: must be a multiple of group_size={group_size}, got {micro_batch_size}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.rewards = Rewards(rewards or {"accuracy": 1.0, "format": 0.5})
+        # The frozen reference is kept out of the module's parameters, state dict and optimizer.
+        self._reference = [self._frozen_copy()] if beta else []
+
+    def _frozen_copy(self):
+        reference = copy.deepcopy(self.model).eval()
+        reference.requires_grad_(False)
+        return reference
+
+    @property
+    def reference(self):
+        return self._reference[0] if self._reference else None
+
+    def on_fit_start(self) -> None:
+        if self.reference is not None:
+            self.reference.to(self.device)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """The reference is the model GRPO started from, not the resumed policy: keep it as built."""
+
+    # ---- one step ------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        h = self.hparams
+        G = h.group_size
+        rollout = sample_groups(self.model, batch, G, h.max_new_tokens, h.temperature, top_p=h.top_p,
+                                eos_token_id=self.tokenizer.eos_id)
+        completions = self._decode(rollout)
+        records = [{"answer": a} for a in batch["answers"] for _ in range(G)]
+        total, terms = self.rewards(completions, records)
+        rewards = torch.tensor(total, device=self.device)  # [B*G]
+        advantages, zero_spread = group_advantages(rewards, G)
+        N = rewards.numel()
+        with torch.no_grad():
+            ref = completion_logprobs(self.reference, batch, rollout) if self.reference is not None else None
+            old = completion_logprobs(self.model, batch, rollout) if h.ppo_epochs > 1 else None
+
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        for _ in range(h.ppo_epochs):
+            stats = []
+            for start in range(0, N, h.micro_batch_size):
+                rows = slice(start, min(N, start + h.micro_batch_size))
+                logprobs = completion_logprobs(self.model, batch, rollout, rows)  # [n, L]
+                out = grpo_loss(logprobs, logprobs.detach() if old is None else old[rows],
+                                None if ref is None else ref[rows], advantages[rows],
+                                rollout.completion_mask[rows], h.clip_eps, h.beta)
+                self.manual_backward(out.loss * (rows.stop - rows.start) / N)
+                stats.append(out)
+            self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
+            optimizer.step()
+            optimizer.zero_grad()
+            scheduler.step()
+            self.balance_experts()
+
+        logs = {
+            "reward": rewards.mean(),
+            "accuracy": torch.tensor(terms["accuracy"]).mean() if "accuracy" in terms else None,
+            "kl": torch.stack([s.kl for s in stats]).mean(),
+            "policy_loss": torch.stack([s.policy_loss for s in stats]).mean(),
+            "clip_fraction": torch.stack([s.clip_fraction for s in stats]).mean(),
+            "response_length": rollout.lengths.float().mean(),
+            "zero_spread_groups": zero_spread.float().mean(),
+            **{f"reward_{name}": torch.tensor(values).mean() for name, values in terms.items()},
+        }
+        for name, value in logs.items():
+            if value is not None:
+                self.log(f"train/{name}", value, prog_bar=name in ("reward", "accuracy"), batch_size=N)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Greedy answers to held-out prompts: accuracy, format rate and mean reward."""
+        from mmr1.rl.rollout import media_of
+
+        h = self.hparams
+        out = self.model.generate(batch["input_ids"], batch["attention_mask"], generation=dict(
+            max_new_tokens=h.max_new_tokens, eos_token_id=self.tokenizer.eos_id), **media_of(batch))
+        completions = [self._text(row) for row in out[:, batch["input_ids"].shape[1]:].tolist()]
+        total, terms = self.rewards(completions, [{"answer": a} for a in batch["answers"]])
+        n = batch_size(batch)
+        self.log("val/reward", torch.tensor(total).mean(), batch_size=n, sync_dist=True)
+        self.log("val/format_rate", torch.tensor([parse_strict(c)[1] is not None for c in completions]).float().mean(),
+                 batch_size=n, sync_dist=True)
+        if "accuracy" in terms:
+            self.log("val/accuracy", torch.tensor(terms["accuracy"]).mean(), prog_bar=True, batch_size=n,
+                     sync_dist=True)
+
+    def _decode(self, rollout: Rollout) -> list[str]:
+        return [self._text(row) for row in rollout.completion_ids.tolist()]
+
+    def _text(self, row: list[int]) -> str:
+        eos = self.tokenizer.eos_id
+        return self.tokenizer.decode(row[: row.index(eos)] if eos in row else row)

@@ -1,0 +1,135 @@
+"""Each objective trains a few steps through a real Trainer on the synthetic data."""
+
+import lightning as L
+import pytest
+import torch
+
+from mmr1.datamodules.datamodules import MaskedDataModule, PairedDataModule, SFTDataModule
+from mmr1.objectives import ContrastiveModule, MaskedModule, SFTModule
+from mmr1.optim import param_groups, warmup_cosine
+
+
+def fit(module, data_cls, steps=3, **data):
+    dm = data_cls(config=module.config, batch_size=4, synth_train_size=8, synth_val_size=4, **data)
+    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, dm)
+    return trainer
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.model.named_parameters()}
+
+
+def changed(before, module, prefix):
+    return any(not torch.equal(before[k], v) for k, v in module.model.named_parameters() if k.startswith(prefix))
+
+
+@pytest.mark.parametrize("module_cls, data_cls, parts", [
+    (ContrastiveModule, PairedDataModule, ("vision.", "text_encoder.", "audio.")),
+    (MaskedModule, MaskedDataModule, ("vision.", "text_encoder.", "audio.")),
+    (SFTModule, SFTDataModule, ("core.", "fusion.", "vision.")),
+])
+def test_module_trains_a_few_steps(module_cls, data_cls, parts):
+    torch.manual_seed(0)
+    module = module_cls()
+    before = snapshot(module)
+    trainer = fit(module, data_cls)
+    loss = trainer.callback_metrics["train/loss"]
+    assert torch.isfinite(loss)
+    for part in parts:
+        assert changed(before, module, part), part
+
+
+def test_masked_module_logs_each_term():
+    torch.manual_seed(0)
+    trainer = fit(MaskedModule(mim_weight=0.5), MaskedDataModule, steps=1)
+    assert {"train/mlm", "train/mim", "train/mam"} <= set(trainer.callback_metrics)
+
+
+def test_contrastive_validation_logs_recall_both_ways():
+    torch.manual_seed(0)
+    module = ContrastiveModule()
+    dm = PairedDataModule(config=module.config, batch_size=8, synth_val_size=8)
+    metrics = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False).validate(module, dm, verbose=False)[0]
+    recalls = [k for k in metrics if "/r1_" in k]
+    assert "val/loss" in metrics and recalls
+    for key in recalls:
+        first, second = key.split("r1_")[1].split("2")
+        assert f"val/r1_{second}2{first}" in metrics
+
+
+def test_sft_reduces_training_loss():
+    torch.manual_seed(0)
+    module = SFTModule(lr=3e-3, warmup_steps=3)
+    dm = SFTDataModule(config=module.config, batch_size=4, synth_train_size=4, augment=False)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    first = module.losses(batch)["loss"].item()
+    L.Trainer(accelerator="cpu", max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, limit_val_batches=0).fit(module, dm)
+    module.eval()
+    with torch.no_grad():
+        last = module.losses(batch)["loss"].item()
+    assert last < 0.7 * first, (first, last)
+
+
+def test_freezing_leaves_frozen_weights_unchanged():
+    torch.manual_seed(0)
+    module = SFTModule(freeze=["vision", "core"])
+    before = snapshot(module)
+    fit(module, SFTDataModule, steps=2)
+    assert not changed(before, module, "vision.") and not changed(before, module, "core.")
+    assert changed(before, module, "fusion.")
+
+
+def test_unknown_freeze_part_is_refused():
+    with pytest.raises(ValueError, match="freeze: unknown part 'decoder'"):
+        SFTModule(freeze=["decoder"])
+
+
+def test_nan_loss_names_the_step_and_term():
+    module = SFTModule()
+    losses = module.losses
+    module.losses = lambda batch: {**losses(batch), "loss": torch.tensor(float("nan"), requires_grad=True)} \
+        if module.global_step == 1 else losses(batch)
+    with pytest.raises(FloatingPointError, match="step 1: loss term 'loss'"):
+        fit(module, SFTDataModule, steps=3)
+
+
+def test_moe_routing_bias_moves_after_each_step():
+    torch.manual_seed(0)
+    module = SFTModule(overrides={"core": {"n_routed_experts": 4, "n_experts_per_token": 1, "bias_update_rate": 0.1}})
+    trainer = fit(module, SFTDataModule, steps=1)
+    layers = module.model.core.moe_layers()
+    assert layers and all(m.routing_bias.abs().sum() > 0 for m in layers)
+    assert "moe/max_load_0" in trainer.callback_metrics
+
+
+def test_init_from_loads_a_folder_and_rejects_bad_ones(tmp_path):
+    source = SFTModule(overrides={"core": {"n_layers": 2}})
+    source.model.save_pretrained(tmp_path / "ckpt")
+    module = SFTModule(init_from=str(tmp_path / "ckpt"))
+    torch.testing.assert_close(module.model.core.embed_tokens.weight, source.model.core.embed_tokens.weight)
+    assert module.model.training
+    with pytest.raises(ValueError, match="init_from: cannot load"):
+        SFTModule(init_from=str(tmp_path / "missing"))
+
+
+def test_no_weight_decay_on_norms_biases_embeddings():
+    module = SFTModule()
+    decay, no_decay = param_groups(module, 0.1)
+    names = {id(p): n for n, p in module.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert "model.core.embed_tokens.weight" not in decayed
+    assert not any(n.endswith((".bias", "norm.weight", "pos_embed", "cls_token")) for n in decayed)
+    assert "model.core.layers.0.attn.q_proj.weight" in decayed or any("q_proj" in n for n in decayed)
+    assert no_decay["weight_decay"] == 0.0
+
+
+def test_warmup_then_cosine():
+    assert warmup_cosine(0, 10, 110, 0.1) == pytest.approx(0.1)
+    assert warmup_cosine(9, 10, 110, 0.1) == pytest.approx(1.0)
+    assert warmup_cosine(60, 10, 110, 0.1) == pytest.approx(0.55)
+    assert warmup_cosine(110, 10, 110, 0.1) == pytest.approx(0.1)

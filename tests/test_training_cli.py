@@ -1,0 +1,57 @@
+"""The LightningCLI entry point, the shipped configs and `.ckpt` export."""
+
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+
+from mmr1.model import MultimodalModel
+from mmr1.training import TrainingCLI, cli_main, export_ckpt
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("tiny_*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """One 2-step fit of configs/tiny_sft.yaml, with one validation, in a temporary folder."""
+    root = tmp_path_factory.mktemp("sft")
+    with mock.patch.object(sys, "argv", ["mmr1"]):
+        cli_main(["fit", "--config", str(CONFIGS[[c.name for c in CONFIGS].index("tiny_sft.yaml")]),
+                  "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
+                  "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root),
+                  "--trainer.logger.init_args.save_dir", str(root), "--data.init_args.batch_size", "2"])
+    return root / "lightning_logs" / "version_0"
+
+
+def test_fit_exports_a_loadable_checkpoint_folder(run_dir):
+    model = MultimodalModel.from_pretrained(run_dir / "export")
+    assert model.config.name == "tiny"
+    assert (run_dir / "export" / "tokenizer.json").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert any(p.name.startswith("best") for p in (run_dir / "checkpoints").iterdir())
+    assert "val/loss" in (run_dir / "metrics.csv").read_text()
+
+
+def test_export_ckpt_matches_the_trained_weights(run_dir, tmp_path):
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    model = MultimodalModel.from_pretrained(export_ckpt(ckpt, tmp_path / "out"))
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    torch.testing.assert_close(model.core.embed_tokens.weight, state["model.core.embed_tokens.weight"])
+
+
+def test_export_ckpt_refuses_foreign_checkpoints(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "x.ckpt")
+    with pytest.raises(ValueError, match="no mmr1_config"):
+        export_ckpt(tmp_path / "x.ckpt", tmp_path / "out")
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_shipped_config_builds_linked_model_and_data(config, tmp_path, monkeypatch):
+    assert config.read_text().startswith(f"# mmr1 fit --config configs/{config.name}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["mmr1"])
+    cli = TrainingCLI(["--config", str(config)], run=False)
+    assert cli.datamodule.config is cli.model.config
+    assert cli.trainer.max_steps <= 500
