@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser("convert", help="convert a public dataset to an mmr1 manifest")
     convert.add_argument("dataset", choices=("gsm8k",))
-    convert.add_argument("--in", dest="source", required=True, type=Path, help="the dataset's JSONL file")
+    convert.add_argument("--in", dest="source", metavar="FILE", required=True, type=Path,
+                         help="the dataset's JSONL file")
     convert.add_argument("--out", required=True, type=Path, help="the manifest to write")
     convert.add_argument("--split", default=None, help="split name in record ids (default: the input's stem)")
     convert.set_defaults(run=_convert)

@@ -53,7 +53,7 @@ def convert(source: str | Path, out: str | Path, split: str | None = None) -> in
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as f:
-        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+        f.writelines(json.dumps(record) + "\n" for record in records)
     return len(records)
 
 

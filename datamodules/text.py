@@ -114,7 +114,7 @@ class PackedTextDataset(IterableDataset):
         if self.seed is None:
             return list(self.files)
         order = list(self.files)
-        random.Random(self.seed * 100_003 + epoch).shuffle(order)
+        random.Random(f"{self.seed}:{epoch}").shuffle(order)
         return order
 
     def __iter__(self) -> Iterator[dict]:

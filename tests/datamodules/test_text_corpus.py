@@ -5,9 +5,11 @@ import lightning as L
 import pytest
 import torch
 
+from mmr1.config import CoreConfig
+from mmr1.core import ReasoningCore
 from mmr1.datamodules.prompt import format_prompt, format_response
-from mmr1.datamodules.text import (PackedLoader, PackedTextDataset, TextDataModule, encode_document,
-                                   read_documents)
+from mmr1.datamodules.text import (PackedLoader, PackedTextDataset, TextDataModule, collate_blocks,
+                                   encode_document, read_documents)
 from mmr1.datamodules.tokenizer import Tokenizer
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven cats sleep in warm sun".split()
@@ -66,6 +68,22 @@ def test_packing_keeps_every_token_restarts_document_ids_and_pads_only_the_end(c
         assert torch.equal(b["labels"][b["attention_mask"]], tokens[b["attention_mask"]])
 
 
+def test_core_reads_a_packed_batch_as_separate_documents(corpus, tokenizer):
+    files, _ = corpus
+    blocks = list(PackedTextDataset(files, tokenizer, 32, "blank_line").blocks(0, 1))[-2:]  # the last one is padded
+    batch = {k: v for k, v in collate_blocks(blocks).items() if torch.is_tensor(v)}
+    torch.manual_seed(0)
+    core = ReasoningCore(CoreConfig(vocab_size=len(tokenizer), n_layers=1, d_model=32, n_heads=4, n_kv_heads=2,
+                                    intermediate_size=64, max_seq_len=64)).eval()
+    with torch.no_grad():
+        logits = core(batch["input_ids"], batch["attention_mask"], document_ids=batch["document_ids"]).logits
+        for row in range(2):
+            for document in batch["document_ids"][row][batch["attention_mask"][row]].unique():
+                span = (batch["document_ids"][row] == document) & batch["attention_mask"][row]  # [T]
+                alone = core(batch["input_ids"][row][span][None]).logits[0]
+                torch.testing.assert_close(logits[row][span], alone, atol=1e-5, rtol=1e-5)
+
+
 def _documents_seen(batches: list[dict], tokenizer: Tokenizer) -> dict[int, list[int]]:
     """Shard -> indices of the documents it streamed, decoded from its real tokens."""
     tokens: dict[int, list[int]] = {}
@@ -117,7 +135,7 @@ def test_resume_mid_epoch_gives_the_remaining_batches(corpus, tokenizer, tmp_pat
     for a, b in zip(rest, full[k:]):
         assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["document_ids"], b["document_ids"])
     with pytest.raises(ValueError, match="same ranks × workers"):
-        PackedLoader(PackedTextDataset(files, tokenizer, 24), 2, num_workers + 3).load_state_dict(state)
+        PackedLoader(PackedTextDataset(files, tokenizer, 24, world_size=2), 2, num_workers).load_state_dict(state)
 
 
 class _Recorder(L.LightningModule):
@@ -150,6 +168,7 @@ def test_lightning_resumes_mid_epoch_from_a_checkpoint(corpus, tokenizer, tmp_pa
     files, _ = corpus
     tokenizer.save(tmp_path / "tok")
     full = _fit(files, tmp_path / "tok", max_steps=7)
+    assert len(full) == 7 and len(set(map(tuple, full))) == 7
     checkpoint = L.pytorch.callbacks.ModelCheckpoint(tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
     assert _fit(files, tmp_path / "tok", max_steps=4, callbacks=[checkpoint]) == full[:4]
     ckpt = next((tmp_path / "ckpt").glob("*.ckpt"))
