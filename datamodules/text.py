@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mmr1.datamodules.prompt import format_prompt, format_response
+from mmr1.config import Config
 from mmr1.datamodules.tokenizer import Tokenizer
 
 DocSplit = Literal["file", "blank_line"]
@@ -239,6 +240,7 @@ class TextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: Optional[int] = 0,
         doc_split: DocSplit = "file",
+        config: Optional[Config] = None,
     ):
         """
         Args:
@@ -248,9 +250,15 @@ class TextDataModule(L.LightningDataModule):
             batch_size / num_workers: per process (per GPU under DDP); resuming needs the same ranks × workers.
             seed: shuffles the training file order per epoch; None keeps it.
             doc_split: a `.txt` file is one document ("file") or one per blank-line-separated block.
+            config: the model's Config (linked by the CLI): blocks and vocabulary must fit its core.
         """
         super().__init__()
-        self.save_hyperparameters()
+        if config is not None:
+            if block_size > config.core.max_seq_len:
+                raise ValueError(f"block_size: {block_size} is longer than core.max_seq_len={config.core.max_seq_len}")
+            if vocab_size > config.core.vocab_size:
+                raise ValueError(f"vocab_size: {vocab_size} is more than core.vocab_size={config.core.vocab_size}")
+        self.save_hyperparameters(ignore=["config"])
         self.tokenizer: Optional[Tokenizer] = None
         self.datasets: dict[str, PackedTextDataset] = {}
         self.loaders: dict[str, PackedLoader] = {}

@@ -1,6 +1,7 @@
 """The `mmr1` command (also `python -m mmr1`).
 
     mmr1 fit|validate|test|predict --config configs/tiny_sft.yaml [--trainer.max_steps 50 …]   (LightningCLI)
+    mmr1 pipeline --config configs/r1_tiny.yaml     the R1 recipe: SFT -> GRPO -> rejection sampling -> …
     mmr1 export --ckpt run/checkpoints/last.ckpt --out F   a Lightning checkpoint -> a checkpoint folder
     mmr1 init --preset tiny --out runs/tiny        build a model + tokenizer, save a checkpoint folder
     mmr1 info --preset tiny                        parameter counts per component
@@ -56,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--out", type=Path, required=True)
     init.add_argument("--seed", type=int, default=0)
     init.set_defaults(run=_init)
+
+    from mmr1.pipeline import add_command as add_pipeline
+
+    add_pipeline(commands, debug)
 
     export = commands.add_parser("export", parents=[debug], help="turn a Lightning .ckpt into a checkpoint folder")
     export.add_argument("--ckpt", type=Path, required=True)

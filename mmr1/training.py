@@ -16,7 +16,6 @@ from lightning.pytorch.cli import LightningCLI
 
 from mmr1.checkpoint import safe_torch_load
 from mmr1.config import Config
-from mmr1.datamodules.datamodules import MultimodalDataModule
 from mmr1.datamodules.tokenizer import Tokenizer
 from mmr1.model import MultimodalModel
 from mmr1.objectives.base import ObjectiveModule
@@ -59,11 +58,11 @@ class ExportBest(L.Callback):
 
 
 class TrainingCLI(LightningCLI):
-    """LightningCLI with `--model` an ObjectiveModule, `--data` a MultimodalDataModule, linked by the Config."""
+    """LightningCLI with `--model` an ObjectiveModule and `--data` a datamodule taking the model's Config."""
 
     def __init__(self, args: list[str], run: bool = True):
         super().__init__(
-            ObjectiveModule, MultimodalDataModule, subclass_mode_model=True, subclass_mode_data=True,
+            ObjectiveModule, L.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
             save_config_kwargs={"overwrite": True}, args=args, run=run,
         )
 

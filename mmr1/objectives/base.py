@@ -13,6 +13,7 @@ import torch.distributed as dist
 from mmr1.config import Config
 from mmr1.model import MEDIA_KEYS, MultimodalModel
 from mmr1.optim import build_optimizer
+from mmr1.scaling import checkpoint_activations, compile_core, core_blocks, encoder_blocks, shard
 
 PARTS = {"vision": ("vision",), "text": ("text_encoder",), "audio": ("audio",),
          "fusion": ("fusion", "prefix_proj"), "core": ("core",)}
@@ -72,6 +73,9 @@ class ObjectiveModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.95),
         warmup_steps: int = 20,
         min_lr_ratio: float = 0.1,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
+        fsdp: bool = False,
     ):
         """
         Args:
@@ -80,12 +84,17 @@ class ObjectiveModule(L.LightningModule):
             freeze: parts that get no gradient: vision, text, audio, fusion, core.
             lr / weight_decay / betas: AdamW (no decay on norms, biases, embeddings).
             warmup_steps / min_lr_ratio: linear warmup, then cosine down to lr * min_lr_ratio at the last step.
+            activation_checkpointing: recompute each core and encoder block's activations in backward.
+            compile: `torch.compile` each core block (needs a C++ compiler on CPU; first steps are slow).
+            fsdp: shard each block and the rest across the data-parallel mesh (FSDP2); needs
+                `trainer.strategy: lightning.pytorch.strategies.ModelParallelStrategy`.
         """
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(preset, overrides, init_from)
         freeze_parts(self.model, freeze)
         self.tokenizer = None  # set from the datamodule in `setup`; exported with the weights
+        self._scaled = False  # `configure_model` runs once per fit/validate/test; the knobs apply once
 
     @property
     def config(self) -> Config:
@@ -112,6 +121,22 @@ class ObjectiveModule(L.LightningModule):
             self.log(f"{stage}/{name}", value.detach(), prog_bar=name == "loss", batch_size=batch_size(batch),
                      sync_dist=stage != "train")
 
+    # ---- scaling knobs -------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Apply the knobs in the order they compose: checkpoint, then shard, then compile."""
+        if self._scaled:
+            return
+        self._scaled = True
+        h = self.hparams
+        if h.activation_checkpointing:
+            checkpoint_activations(self.model)
+        if h.fsdp:
+            if self.device_mesh is None:
+                raise ValueError("fsdp: needs trainer.strategy ModelParallelStrategy (which provides the device mesh)")
+            shard(core_blocks(self.model) + encoder_blocks(self.model), self, self.device_mesh["data_parallel"])
+        if h.compile:
+            compile_core(self.model)
+
     # ---- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self) -> dict:
         h = self.hparams
@@ -135,9 +160,11 @@ class ObjectiveModule(L.LightningModule):
 
     # ---- the tokenizer travels with the weights ------------------------------------------
     def setup(self, stage: str) -> None:
-        collator = getattr(self.trainer.datamodule, "collator", None) if self._trainer is not None else None
-        if collator is not None:
-            self.tokenizer = collator.tokenizer
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        collator = getattr(datamodule, "collator", None)
+        tokenizer = collator.tokenizer if collator is not None else getattr(datamodule, "tokenizer", None)
+        if tokenizer is not None:
+            self.tokenizer = tokenizer
             if len(self.tokenizer) > self.config.core.vocab_size:
                 raise ValueError(f"core.vocab_size: {self.config.core.vocab_size} is smaller than the tokenizer's "
                                  f"{len(self.tokenizer)} tokens")

@@ -1,0 +1,240 @@
+"""`mmr1 pipeline --config configs/r1_tiny.yaml`: the DeepSeek-R1 recipe as one command.
+
+Stages run in the order the YAML lists them; each training stage starts from the previous
+model stage's checkpoint folder, and every stage writes `<out_dir>/<stage>/metrics.json`
+(held-out exact-answer accuracy, format rate, mean reward) beside its `model/` folder.
+A stage whose metrics.json exists is done and skipped; a killed stage resumes from its
+`checkpoints/last.ckpt`. `--only NAME` runs one stage alone, `--rerun NAME` redoes it.
+The last model is copied to `<out_dir>/final`, and a table compares the stages.
+
+A value "@stage" refers to another stage's output: its model folder, or for a
+rejection-sampling stage its manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+# objective -> (LightningModule class path, LightningDataModule class path)
+TRAINING = {
+    "contrastive": ("mmr1.objectives.ContrastiveModule", "mmr1.datamodules.datamodules.PairedDataModule"),
+    "masked": ("mmr1.objectives.MaskedModule", "mmr1.datamodules.datamodules.MaskedDataModule"),
+    "sft": ("mmr1.objectives.SFTModule", "mmr1.datamodules.datamodules.SFTDataModule"),
+    "grpo": ("mmr1.objectives.GRPOModule", "mmr1.datamodules.datamodules.RLPromptDataModule"),
+    "dpo": ("mmr1.objectives.DPOModule", "mmr1.datamodules.datamodules.PreferenceDataModule"),
+    "distill": ("mmr1.objectives.DistillModule", "mmr1.datamodules.datamodules.SFTDataModule"),
+}
+SAMPLING = "sample"
+STAGE_KEYS = {"objective", "steps", "model", "data", "trainer", "init_from", "checkpoint_every", "sample"}
+
+
+@dataclass
+class Recipe:
+    out_dir: Path
+    stages: dict[str, dict]
+    preset: str = "tiny"
+    seed: int = 0
+    eval_size: int = 100  # held-out synthetic test records answered after every stage
+    eval_batch_size: int = 32
+    max_new_tokens: int = 48
+    rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 0.5})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Recipe":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        if not data.get("stages"):
+            raise ValueError(f"{path}: 'stages' must list at least one stage")
+        recipe = cls(**{**data, "out_dir": Path(data.get("out_dir", "runs/r1"))})
+        for name, spec in recipe.stages.items():
+            recipe._check_stage(path, name, spec)
+        return recipe
+
+    def _check_stage(self, path, name: str, spec: dict) -> None:
+        objective = spec.get("objective")
+        if objective not in TRAINING and objective != SAMPLING:
+            raise ValueError(f"{path}: stage {name!r}: objective {objective!r} is not one of "
+                             f"{sorted(TRAINING) + [SAMPLING]}")
+        unknown = sorted(set(spec) - STAGE_KEYS)
+        if unknown:
+            raise ValueError(f"{path}: stage {name!r}: unknown key(s) {unknown}; expected some of {sorted(STAGE_KEYS)}")
+        if objective in TRAINING and not spec.get("steps"):
+            raise ValueError(f"{path}: stage {name!r}: 'steps' (optimizer steps) is required")
+
+
+class Pipeline:
+    def __init__(self, recipe: Recipe, progress: bool = True):
+        self.recipe = recipe
+        self.progress = progress
+
+    def stage_dir(self, name: str) -> Path:
+        return self.recipe.out_dir / name
+
+    def output(self, name: str) -> Path:
+        """What a stage leaves for the next: a model folder, or a manifest for rejection sampling."""
+        if name not in self.recipe.stages:
+            raise ValueError(f"'@{name}': no stage of that name; stages are {list(self.recipe.stages)}")
+        sampled = self.recipe.stages[name]["objective"] == SAMPLING
+        path = self.stage_dir(name) / ("samples.jsonl" if sampled else "model")
+        if not path.exists():
+            raise FileNotFoundError(f"stage {name!r} has not produced {path} yet; run it first")
+        return path
+
+    def run(self, only: Optional[str] = None, rerun: tuple[str, ...] = ()) -> list[dict]:
+        names = list(self.recipe.stages)
+        for name in (only, *rerun):
+            if name is not None and name not in names:
+                raise ValueError(f"stage {name!r}: no such stage; stages are {names}")
+        previous_model: Optional[Path] = None
+        for name in names:
+            spec = self.recipe.stages[name]
+            done = (self.stage_dir(name) / "metrics.json").is_file()
+            if (only is None or name == only) and (not done or name in rerun):
+                if name in rerun:
+                    shutil.rmtree(self.stage_dir(name), ignore_errors=True)
+                self._run_stage(name, spec, previous_model)
+            if spec["objective"] != SAMPLING and (self.stage_dir(name) / "model").is_dir():
+                previous_model = self.stage_dir(name) / "model"
+        summary = [self._metrics(name) for name in names if (self.stage_dir(name) / "metrics.json").is_file()]
+        if previous_model is not None:
+            final = self.recipe.out_dir / "final"
+            shutil.rmtree(final, ignore_errors=True)
+            shutil.copytree(previous_model, final)
+        (self.recipe.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(table(summary))
+        return summary
+
+    def _metrics(self, name: str) -> dict:
+        return {"stage": name, **json.loads((self.stage_dir(name) / "metrics.json").read_text())}
+
+    # ---- stages -----------------------------------------------------------------------------
+    def _run_stage(self, name: str, spec: dict, previous_model: Optional[Path]) -> None:
+        print(f"== stage {name} ({spec['objective']}) ==", flush=True)
+        folder = self.stage_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        if spec["objective"] == SAMPLING:
+            model_folder = self._ref(spec.get("init_from"), previous_model)
+            self._sample(spec, model_folder, folder)
+        else:
+            model_folder = self._train(name, spec, previous_model, folder)
+        metrics = evaluate(model_folder, self.recipe)
+        metrics["minutes"] = round((time.perf_counter() - start) / 60, 2)
+        if spec["objective"] == SAMPLING:
+            metrics.update(json.loads((folder / "sampling.json").read_text()))
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    def _ref(self, value: Any, default: Optional[Path] = None) -> Any:
+        if isinstance(value, str) and value.startswith("@"):
+            return str(self.output(value[1:]))
+        return default if value is None else value
+
+    def _resolve_refs(self, mapping: dict) -> dict:
+        return {k: self._ref(v) for k, v in (mapping or {}).items()}
+
+    def _train(self, name: str, spec: dict, previous_model: Optional[Path], folder: Path) -> Path:
+        import lightning as L
+        from lightning.pytorch.callbacks import ModelCheckpoint
+        from lightning.pytorch.loggers import CSVLogger
+
+        module_path, data_path = TRAINING[spec["objective"]]
+        model_args = self._resolve_refs(spec.get("model"))
+        init_from = self._ref(spec.get("init_from"), previous_model)
+        if init_from is not None:
+            model_args["init_from"] = str(init_from)
+        else:
+            model_args.setdefault("preset", self.recipe.preset)
+        L.seed_everything(self.recipe.seed, workers=True, verbose=False)
+        module = _load(module_path)(**model_args)
+        data_args = {"seed": self.recipe.seed, **self._resolve_refs(spec.get("data"))}
+        if init_from is not None and (Path(init_from) / "tokenizer.json").is_file():
+            data_args.setdefault("tokenizer", str(init_from))
+        data = _load(data_path)(config=module.config, **data_args)
+        checkpoints = ModelCheckpoint(dirpath=folder / "checkpoints", save_last=True,
+                                      every_n_train_steps=spec.get("checkpoint_every", 50))
+        trainer_args = {"accelerator": "auto", "devices": 1, "max_steps": spec["steps"], "limit_val_batches": 0,
+                        "log_every_n_steps": 10, "enable_progress_bar": self.progress,
+                        "enable_model_summary": False, **(spec.get("trainer") or {})}
+        trainer = L.Trainer(logger=CSVLogger(folder, name="", version=""), callbacks=[checkpoints],
+                            default_root_dir=folder, **trainer_args)
+        last = folder / "checkpoints" / "last.ckpt"
+        trainer.fit(module, data, ckpt_path=str(last) if last.is_file() else None)
+        return module.model.save_pretrained(folder / "model", data.collator.tokenizer)
+
+    def _sample(self, spec: dict, model_folder: Any, folder: Path) -> None:
+        from mmr1.sampling_cmd import rejection_sample
+
+        if model_folder is None:
+            raise ValueError("a rejection-sampling stage needs a model: put it after a training stage or set init_from")
+        options = self._resolve_refs(spec.get("sample"))
+        rejection_sample(checkpoint=Path(model_folder), out=folder / "samples.jsonl", seed=self.recipe.seed,
+                         rewards=self.recipe.rewards, summary=folder / "sampling.json", **options)
+
+
+def evaluate(model_folder: Path, recipe: Recipe) -> dict:
+    """Greedy answers to held-out synthetic test records: accuracy, format rate, mean reward."""
+    from mmr1.datamodules.synth import Synth
+    from mmr1.inference import QAPipeline
+    from mmr1.rl.rewards import Rewards, accuracy_reward, format_reward
+
+    qa = QAPipeline.from_pretrained(model_folder)
+    vision = qa.model.config.vision
+    synth = Synth(seed=recipe.seed, split="test", image_size=vision.image_size if vision is not None else 32)
+    rewards = Rewards(recipe.rewards)
+    records = [synth.record(i) for i in range(recipe.eval_size)]
+    completions = []
+    for start in range(0, len(records), recipe.eval_batch_size):
+        chunk = records[start:start + recipe.eval_batch_size]
+        results = qa([r["question"] for r in chunk], image=[r["image"] for r in chunk],
+                     audio=[r["audio"] for r in chunk], max_new_tokens=recipe.max_new_tokens)
+        completions += [res.text for res in results]
+    total, _ = rewards(completions, records)
+    n = len(records)
+    return {
+        "accuracy": round(sum(accuracy_reward(c, r["answer"]) for c, r in zip(completions, records)) / n, 4),
+        "format_rate": round(sum(format_reward(c) for c in completions) / n, 4),
+        "mean_reward": round(sum(total) / n, 4),
+        "eval_records": n,
+    }
+
+
+def table(summary: list[dict]) -> str:
+    columns = ("stage", "accuracy", "format_rate", "mean_reward", "minutes")
+    rows = [columns] + [tuple(str(s.get(c, "")) for c in columns) for s in summary]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)
+
+
+def _load(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def add_command(commands, debug_parent) -> None:
+    parser = commands.add_parser("pipeline", parents=[debug_parent], help="run the multi-stage R1 recipe")
+    parser.add_argument("--config", type=Path, required=True, help="a recipe YAML, e.g. configs/r1_tiny.yaml")
+    parser.add_argument("--only", help="run this stage alone (its inputs must exist)")
+    parser.add_argument("--rerun", nargs="+", default=(), help="redo these stages even if done")
+    parser.add_argument("--out-dir", type=Path, help="override the recipe's out_dir")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    recipe = Recipe.from_file(args.config)
+    if args.out_dir is not None:
+        recipe.out_dir = args.out_dir
+    Pipeline(recipe, progress=not args.no_progress).run(args.only, tuple(args.rerun))
+    return 0
