@@ -2,11 +2,9 @@
 
     mmr1 fit|validate|test|predict --config configs/tiny_sft.yaml [--trainer.max_steps 50 …]   (LightningCLI)
     mmr1 pipeline --config configs/r1_tiny.yaml     the R1 recipe: SFT -> GRPO -> rejection sampling -> …
-    mmr1 export --ckpt run/checkpoints/last.ckpt --out F   a Lightning checkpoint -> a checkpoint folder
     mmr1 init --preset tiny --out runs/tiny        build a model + tokenizer, save a checkpoint folder
     mmr1 info --preset tiny                        parameter counts per component
-    mmr1 qa --checkpoint runs/tiny --sample        answer a built-in image+audio question
-    mmr1 qa --checkpoint F --question "…" [--image F] [--audio F] [--json]
+    mmr1 qa|eval|demo|export …                     inference (see mmr1.commands_infer)
     mmr1 data synth|check|tokenizer …              datasets (see `mmr1 data --help`)
 
 Errors print one line and exit non-zero; `--debug` shows the traceback.
@@ -15,9 +13,7 @@ Errors print one line and exit non-zero; `--debug` shows the traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -62,25 +58,14 @@ def _parser() -> argparse.ArgumentParser:
 
     add_pipeline(commands, debug)
 
-    export = commands.add_parser("export", parents=[debug], help="turn a Lightning .ckpt into a checkpoint folder")
-    export.add_argument("--ckpt", type=Path, required=True)
-    export.add_argument("--out", type=Path, required=True)
-    export.set_defaults(run=_export)
-
     info = commands.add_parser("info", parents=[debug], help="parameter counts of a preset or checkpoint")
     info.add_argument("--preset", default="tiny")
     info.add_argument("--checkpoint", type=Path)
     info.set_defaults(run=_info)
 
-    qa = commands.add_parser("qa", parents=[debug], help="answer a question about an image and/or a sound")
-    qa.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint folder")
-    qa.add_argument("--question")
-    qa.add_argument("--image", type=Path)
-    qa.add_argument("--audio", type=Path)
-    qa.add_argument("--sample", action="store_true", help="ask a built-in synthetic image+audio question")
-    qa.add_argument("--max-new-tokens", type=int, default=64)
-    qa.add_argument("--json", action="store_true", help="print one JSON object")
-    qa.set_defaults(run=_qa)
+    from mmr1.commands_infer import add_commands as add_inference
+
+    add_inference(commands, debug)
     return parser
 
 
@@ -103,13 +88,6 @@ def _init(args) -> int:
     return 0
 
 
-def _export(args) -> int:
-    from mmr1.training import export_ckpt
-
-    print(f"exported {args.ckpt} to {export_ckpt(args.ckpt, args.out)}")
-    return 0
-
-
 def _info(args) -> int:
     from mmr1.config import Config
     from mmr1.model import MultimodalModel
@@ -119,34 +97,6 @@ def _info(args) -> int:
     print(f"{config.name}: {_count(model) / 1e6:.2f}M parameters")
     for name, child in model.named_children():
         print(f"  {name:<14} {_count(child) / 1e6:8.2f}M")
-    return 0
-
-
-def _qa(args) -> int:
-    from mmr1.inference import load
-
-    qa = load(args.checkpoint)
-    question, image, audio, expected = args.question, args.image, args.audio, None
-    if args.sample:
-        from mmr1.datamodules.synth import Synth
-
-        record = Synth(seed=0, split="test", image_size=qa.model.config.vision.image_size).record(0)
-        question, image, audio, expected = record["question"], record["image"], record["audio"], record["answer"]
-    if not question:
-        raise ValueError("--question: give a question, or --sample for a built-in one")
-    start = time.perf_counter()
-    result = qa(question, image=str(image) if isinstance(image, Path) else image,
-                audio=str(audio) if isinstance(audio, Path) else audio, max_new_tokens=args.max_new_tokens)
-    seconds = time.perf_counter() - start
-    if args.json:
-        print(json.dumps({"question": question, "answer": result.answer, "reasoning": result.reasoning,
-                          "text": result.text, "expected": expected, "seconds": round(seconds, 3),
-                          "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens}))
-        return 0
-    print(f"question : {question}")
-    print(f"reasoning: {result.reasoning}")
-    print(f"answer   : {result.answer}" + (f"   (expected {expected})" if expected is not None else ""))
-    print(f"generated {result.completion_tokens} tokens in {seconds:.2f} s: {result.text!r}")
     return 0
 
 

@@ -5,7 +5,7 @@
     mmr1 qa --checkpoint F --manifest test.jsonl --output preds.jsonl [--batch-size 8]
     mmr1 eval --checkpoint F --manifest test.jsonl [--output preds.jsonl] [--samples k]
     mmr1 demo --checkpoint F [--port 7860]                           a Gradio page on 127.0.0.1
-    mmr1 export --checkpoint F --out G [--quantize int8] [--prune 0.5]
+    mmr1 export --ckpt run/checkpoints/last.ckpt --out G [--quantize int8] [--prune 0.5]
 
 `--checkpoint` is a checkpoint folder (e.g. `runs/x/export`) or a Lightning `.ckpt`
 (its config: `--config config.json`, else config.json beside it, else the one stored in it).
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -58,7 +57,8 @@ def add_commands(subparsers, debug_parent: argparse.ArgumentParser) -> None:
 
 
 def _checkpoint_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint folder or a Lightning .ckpt")
+    parser.add_argument("--checkpoint", "--ckpt", dest="checkpoint", type=Path, required=True,
+                        help="a checkpoint folder or a Lightning .ckpt")
     parser.add_argument("--config", type=Path, help="config.json for a .ckpt (default: beside it, or stored in it)")
 
 
@@ -93,7 +93,7 @@ def run_qa(args) -> int:
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"{flag}: {path}: no such file")
     qa = load(args.checkpoint, args.config)
-    question, image, audio, expected = args.question, args.image, args.audio, None
+    question, image, audio, rate, expected = args.question, args.image, args.audio, None, None
     if args.sample:
         from mmr1.datamodules.synth import Synth
 
@@ -101,10 +101,11 @@ def run_qa(args) -> int:
             raise ValueError("--sample: the built-in question needs a model with image and audio")
         record = Synth(seed=0, split="test", image_size=qa.model.config.vision.image_size).record(0)
         question, image, audio, expected = record["question"], record["image"], record["audio"], record["answer"]
+        rate = record["sample_rate"]
     if not question:
         raise ValueError("--question: give a question, --sample for a built-in one, or --manifest")
     start = time.perf_counter()
-    result = qa(question, image=image, audio=audio, **_generation(args))
+    result = qa(question, image=image, audio=audio, sample_rate=rate, **_generation(args))
     seconds = time.perf_counter() - start
     if args.json:
         print(json.dumps({"question": question, "answer": result.answer, "reasoning": result.reasoning,
@@ -159,8 +160,6 @@ def run_demo(args) -> int:
 def run_export(args) -> int:
     from mmr1.compress import export_quantized
 
-    if args.quantize is None and args.prune is None:
-        print("export: no --quantize/--prune given; writing the weights unchanged", file=sys.stderr)
     folder, report = export_quantized(args.checkpoint, args.out, args.quantize, args.prune, args.config)
     print(f"wrote {folder}: sparsity {report.sparsity:.3f}, loaded size {report.size_mb:.2f} MB"
           + (f" ({args.quantize})" if args.quantize else ""))

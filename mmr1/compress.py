@@ -97,7 +97,8 @@ def apply_saved(model: nn.Module, spec: dict) -> nn.Module:
 
 
 def export_quantized(folder_in: Union[str, Path], folder_out: Union[str, Path], quantize: Optional[str] = "int8",
-                     prune_amount: Optional[float] = None, config: Union[str, Path, None] = None) -> tuple[Path, Report]:
+                     prune_amount: Optional[float] = None,
+                     config: Union[str, Path, None] = None) -> tuple[Path, Report]:
     """Write a checkpoint folder (from a folder or a .ckpt) that loads pruned and/or int8 (see the module doc)."""
     from mmr1.inference import COMPRESSION_NAME, load_model
 

@@ -21,7 +21,8 @@ def evaluate(qa: QAPipeline, manifest: Union[str, Path], batch_size: int = 8, sa
              output: Union[str, Path, None] = None, progress: bool = True, **generation) -> dict:
     """Summary metrics over a manifest; one prediction per line to `output` when given."""
     greedy = {k: v for k, v in generation.items() if k not in ("do_sample", "temperature", "top_k", "top_p")}
-    rows = [prediction(record, result) for record, result in answer_manifest(qa, manifest, batch_size, progress, **greedy)]
+    answers = answer_manifest(qa, manifest, batch_size, progress, **greedy)
+    rows = [prediction(record, result) for record, result in answers]
     if output is not None:
         write_predictions(rows, output)
     summary: dict = {"n": len(rows), "format_rate": _mean(metrics.format_ok(r["text"]) for r in rows)}

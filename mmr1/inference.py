@@ -61,7 +61,8 @@ class QAPipeline:
         clips = list(audio) if audio is not None else [None] * n
         if len(images) != n or len(clips) != n:
             raise ValueError(f"image/audio: expected one entry per question ({n}), got {len(images)} and {len(clips)}")
-        examples = [self.example(q, i, a, sample_rate, index) for index, (q, i, a) in enumerate(zip(question, images, clips))]
+        examples = [self.example(q, i, a, sample_rate, index)
+                    for index, (q, i, a) in enumerate(zip(question, images, clips))]
         return self.answer(examples, stop, **generation)
 
     def stream(self, question: str, image=None, audio=None, sample_rate: Optional[int] = None,
@@ -195,7 +196,7 @@ def _load_ckpt(path: Path, config: Optional[Path]):
     from mmr1.checkpoint import safe_torch_load
     from mmr1.config import Config
     from mmr1.datamodules.tokenizer import Tokenizer
-    from mmr1.training import MODEL_PREFIX, _tokenizer
+    from mmr1.training import MODEL_PREFIX, stored_tokenizer
 
     checkpoint = safe_torch_load(path)
     config = config or (path.parent / "config.json" if (path.parent / "config.json").is_file() else None)
@@ -210,13 +211,14 @@ def _load_ckpt(path: Path, config: Optional[Path]):
     else:
         raise ValueError(f"{path}: no config; pass --config config.json or put config.json beside the .ckpt")
     model = MultimodalModel(model_config)
-    state = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(MODEL_PREFIX)}
+    state = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint.get("state_dict", {}).items()
+             if k.startswith(MODEL_PREFIX)}
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not match the config ({str(e).splitlines()[0]} …)") from e
     if "mmr1_tokenizer" in checkpoint or not (path.parent / "tokenizer.json").is_file():
-        tokenizer = _tokenizer(checkpoint.get("mmr1_tokenizer"))
+        tokenizer = stored_tokenizer(checkpoint.get("mmr1_tokenizer"))
     else:
         tokenizer = Tokenizer.from_pretrained(path.parent)
     return model.eval(), tokenizer

@@ -1,7 +1,5 @@
 """Reasoning core: KV cache, prefix-LM mask, MoE balancing, MLA cache size, checkpoints, bad input."""
 
-import io
-import pickle
 
 import pytest
 import torch

@@ -2,7 +2,6 @@
 
 import lightning as L
 import pytest
-import torch
 
 from mmr1.datamodules.text import TextDataModule
 from mmr1.objectives import CLMModule

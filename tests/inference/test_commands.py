@@ -1,0 +1,76 @@
+"""The qa / eval / export commands, parsed by `add_commands` exactly as `mmr1.cli` will register them."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from mmr1.commands_infer import add_commands
+from mmr1.datamodules import synth
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mmr1")
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true")
+    add_commands(parser.add_subparsers(dest="command", required=True), debug)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return synth.write(tmp_path_factory.mktemp("data"), 4, split="test")
+
+
+def test_qa_one_question_as_json(tiny_checkpoint, capsys):
+    assert run(["qa", "--checkpoint", str(tiny_checkpoint), "--sample", "--json", "--max-new-tokens", "5",
+                "--do-sample", "--temperature", "0.7", "--top-k", "20", "--top-p", "0.9"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["completion_tokens"] <= 5 and out["expected"] is not None
+
+
+def test_qa_manifest_writes_predictions(tiny_checkpoint, manifest, tmp_path, capsys):
+    preds = tmp_path / "preds.jsonl"
+    assert run(["qa", "--checkpoint", str(tiny_checkpoint), "--manifest", str(manifest), "--output", str(preds),
+                "--batch-size", "3", "--max-new-tokens", "4"]) == 0
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert len(rows) == 4 and {"id", "answer", "reasoning", "text", "reference", "correct"} <= set(rows[0])
+    assert "answered 4 questions" in capsys.readouterr().out
+
+
+def test_eval_prints_metrics_as_the_last_line(tiny_checkpoint, manifest, tmp_path, capsys):
+    assert run(["eval", "--checkpoint", str(tiny_checkpoint), "--manifest", str(manifest), "--samples", "2",
+                "--max-new-tokens", "4", "--output", str(tmp_path / "p.jsonl"), "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("accuracy", "format_rate", "f1", "bleu", "rouge_l", "cider", "perplexity", "pass@1", "pass@2"):
+        assert key in summary, key
+    assert summary["n"] == 4 and summary["perplexity"] > 1 and 0 <= summary["pass@2"] <= 1
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--question", "How many?", "--image", "missing.png"], "no such file"),
+    (["--question", "word " * 400], "longer than the limit"),
+    (["--question", "How many?", "--audio", "{bad}"], "cannot read audio"),
+    (["--manifest", "missing.jsonl"], "manifest not found"),
+])
+def test_qa_input_errors_raise_what_the_cli_prints_as_one_line(tiny_checkpoint, tmp_path, argv, message):
+    bad = tmp_path / "clip.mp4a"
+    bad.write_bytes(b"\x00" * 64)
+    argv = [a.format(bad=bad) for a in argv]
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        run(["qa", "--checkpoint", str(tiny_checkpoint), *argv])
+
+
+def test_export_int8_and_pruned_folder_loads_and_answers(tiny_checkpoint, tmp_path, capsys):
+    from mmr1.inference import load
+
+    out = tmp_path / "int8"
+    assert run(["export", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--quantize", "int8",
+                "--prune", "0.5"]) == 0
+    assert "sparsity 0.500" in capsys.readouterr().out
+    qa = load(out)
+    assert isinstance(qa.model.core.layers[0].mlp.up_proj, torch.ao.nn.quantized.dynamic.Linear)
+    assert qa("How many?", max_new_tokens=4).completion_tokens <= 4
