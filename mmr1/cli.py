@@ -2,6 +2,7 @@
 
     mmr1 fit|validate|test|predict --config configs/tiny_sft.yaml [--trainer.max_steps 50 …]   (LightningCLI)
     mmr1 pipeline --config configs/r1_tiny.yaml     the R1 recipe: SFT -> GRPO -> rejection sampling -> …
+    mmr1 sample --checkpoint F [--manifest M | --synth-n N] --n 8 --min-reward R --out OUT.jsonl   rejection sampling
     mmr1 init --preset tiny --out runs/tiny        build a model + tokenizer, save a checkpoint folder
     mmr1 info --preset tiny                        parameter counts per component
     mmr1 qa|eval|demo|export …                     inference (see mmr1.commands_infer)
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     from mmr1.pipeline import add_command as add_pipeline
 
     add_pipeline(commands, debug)
+    from mmr1.sampling_cmd import add_command as add_sample
+
+    add_sample(commands, debug)
 
     info = commands.add_parser("info", parents=[debug], help="parameter counts of a preset or checkpoint")
     info.add_argument("--preset", default="tiny")

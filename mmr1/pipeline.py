@@ -8,7 +8,8 @@ A stage whose metrics.json exists is done and skipped; a killed stage resumes fr
 The last model is copied to `<out_dir>/final`, and a table compares the stages.
 
 A value "@stage" refers to another stage's output: its model folder, or for a
-rejection-sampling stage its manifest.
+rejection-sampling stage its manifest. `init_from: scratch` starts a stage from the preset
+(e.g. a smaller distillation student).
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ class Pipeline:
 
         module_path, data_path = TRAINING[spec["objective"]]
         model_args = self._resolve_refs(spec.get("model"))
-        init_from = self._ref(spec.get("init_from"), previous_model)
+        init_from = None if spec.get("init_from") == "scratch" else self._ref(spec.get("init_from"), previous_model)
         if init_from is not None:
             model_args["init_from"] = str(init_from)
         else:
@@ -179,8 +180,12 @@ class Pipeline:
         if model_folder is None:
             raise ValueError("a rejection-sampling stage needs a model: put it after a training stage or set init_from")
         options = self._resolve_refs(spec.get("sample"))
-        rejection_sample(checkpoint=Path(model_folder), out=folder / "samples.jsonl", seed=self.recipe.seed,
-                         rewards=self.recipe.rewards, summary=folder / "sampling.json", **options)
+        counts = rejection_sample(checkpoint=Path(model_folder), out=folder / "samples.jsonl", seed=self.recipe.seed,
+                                  rewards=self.recipe.rewards, summary=folder / "sampling.json", **options)
+        if not counts["written"]:
+            raise ValueError(f"stage {folder.name!r}: rejection sampling kept none of {counts['samples']} samples "
+                             f"(min_reward {options.get('min_reward')}); train the previous stage longer or lower "
+                             "min_reward")
 
 
 def evaluate(model_folder: Path, recipe: Recipe) -> dict:

@@ -1,0 +1,79 @@
+"""Knowledge distillation: a student learns a frozen teacher's soft targets plus the hard labels (SFT data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from mmr1.config import Config
+from mmr1.datamodules.tokenizer import Tokenizer
+from mmr1.model import MultimodalModel
+from mmr1.objectives.base import ObjectiveModule, media
+from mmr1.objectives.dpo import FrozenModels, frozen
+from mmr1.rl.losses import distillation_loss
+
+
+def check_vocabulary(folder: str | Path, config: Config, student: Config, tokenizer: Optional[Tokenizer],
+                     what: str) -> None:
+    """ValueError unless the model saved in `folder` (config `config`) shares the student's vocabulary:
+    the same core vocab_size and, when both are known, the same tokenizer."""
+    if config.core.vocab_size != student.core.vocab_size:
+        raise ValueError(f"{what}: {folder} has core.vocab_size={config.core.vocab_size}, the student "
+                         f"{student.core.vocab_size}; both must share one vocabulary")
+    if tokenizer is not None and (Path(folder) / "tokenizer.json").is_file():
+        if Tokenizer.from_pretrained(folder).backend.get_vocab() != tokenizer.backend.get_vocab():
+            raise ValueError(f"{what}: the tokenizer in {folder} differs from the training data's; both must "
+                             "share one vocabulary")
+
+
+class DistillModule(FrozenModels, ObjectiveModule):
+    """SFT data (SFTDataModule): α·τ²·KL(teacher_τ || student_τ) + (1-α)·CE on the response tokens.
+
+    The teacher (any size, same vocabulary) is loaded when the run starts, so building the
+    module from a config does not read it."""
+
+    def __init__(self, teacher: str, temperature: float = 2.0, alpha: float = 0.5, **base):
+        """
+        Args:
+            teacher: the teacher's checkpoint folder (config.json + model.safetensors [+ tokenizer]).
+            temperature: τ, softening both distributions.
+            alpha: weight of the soft (teacher) term; 1 - alpha weighs the hard labels.
+            **base: the student's model, optimiser and freezing arguments of ObjectiveModule.
+        """
+        super().__init__(**base)
+        if temperature <= 0:
+            raise ValueError(f"temperature: must be > 0, got {temperature}")
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha: must be in [0, 1], got {alpha}")
+        self.save_hyperparameters()
+        self._frozen = {}
+
+    @property
+    def teacher(self) -> MultimodalModel:
+        if "teacher" not in self._frozen:
+            raise RuntimeError("teacher: not loaded yet; it is loaded in setup() when the run starts")
+        return self._frozen["teacher"]
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if "teacher" not in self._frozen:
+            folder = self.hparams.teacher
+            try:
+                teacher = MultimodalModel.from_pretrained(folder)
+            except (ValueError, FileNotFoundError) as e:
+                raise ValueError(f"teacher: cannot load {folder}: {e}") from e
+            check_vocabulary(folder, teacher.config, self.config, self.tokenizer, "teacher")
+            self._frozen["teacher"] = frozen(teacher).to(self.device)
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        h = self.hparams
+        student, _ = self.model(batch["input_ids"], batch["attention_mask"], **media(batch))
+        with torch.no_grad():
+            teacher, _ = self.teacher(batch["input_ids"], batch["attention_mask"], **media(batch))
+        logits, teacher_logits, labels = student.logits[:, :-1], teacher.logits[:, :-1], batch["labels"][:, 1:]
+        loss = distillation_loss(logits, teacher_logits, labels, h.temperature, h.alpha)  # logits at t predict t+1
+        with torch.no_grad():
+            kl = distillation_loss(logits, teacher_logits, labels, h.temperature, alpha=1.0) / h.temperature ** 2
+        return {"loss": loss, "kl": kl}

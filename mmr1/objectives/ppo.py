@@ -1,0 +1,200 @@
+"""PPO (InstructGPT-style): one sampled response per prompt, scored by a reward model or rule rewards,
+a KL-penalised per-token reward, GAE over the response's real tokens, clipped policy and value losses.
+
+The value head is a Linear on the policy core's final states (a shared trunk). `micro_batch_size`
+bounds the sequences per forward/backward; `ppo_epochs` optimizer steps are made per rollout.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import torch
+from torch import nn
+
+from mmr1.model import MultimodalModel
+from mmr1.objectives.base import ObjectiveModule, batch_size, media
+from mmr1.objectives.distill import check_vocabulary
+from mmr1.objectives.dpo import FrozenModels, frozen
+from mmr1.objectives.reward_model import RewardModel
+from mmr1.rl.grpo import token_logprobs
+from mmr1.rl.losses import gae, kl_penalised_rewards, ppo_loss
+from mmr1.rl.rewards import Rewards
+from mmr1.rl.rollout import Rollout, completion_logprobs, sample_groups
+from mmr1.sampling_cmd import completion_texts
+
+
+@dataclass
+class Experience:
+    """One rollout, scored and valued before any update; every tensor [N, L] unless said."""
+
+    score: torch.Tensor  # [N] reward-model or rule score of each response
+    logprobs: torch.Tensor  # log π_old of the sampled tokens
+    ref_logprobs: torch.Tensor  # log π_ref of the sampled tokens
+    values: torch.Tensor  # V_old(s_t), the state that chose token t
+    rewards: torch.Tensor  # KL-penalised per-token rewards, the score on the last real token
+    advantages: torch.Tensor  # GAE, zero on padding (not whitened)
+    returns: torch.Tensor  # advantages + values, zero on padding
+    mask: torch.Tensor  # bool, the response's real tokens (through its eos)
+    terms: dict[str, list[float]]  # each rule reward's values, for logging (empty with a reward model)
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x [N, L] shifted and scaled to zero mean, unit variance over the mask; zero elsewhere."""
+    mask = mask.float()
+    n = mask.sum().clamp(min=1)
+    mean = (x * mask).sum() / n
+    var = ((x - mean) ** 2 * mask).sum() / n
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+class PPOModule(FrozenModels, ObjectiveModule):
+    """Prompts (RLPromptDataModule) -> PPO with a value head, a frozen reference and a reward model or rules."""
+
+    def __init__(
+        self,
+        reward_model: Optional[str] = None,
+        rewards: Optional[Mapping[str, float]] = None,
+        micro_batch_size: int = 16,
+        ppo_epochs: int = 2,
+        max_new_tokens: int = 48,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        kl_coef: float = 0.05,
+        gamma: float = 1.0,
+        lam: float = 0.95,
+        clip_eps: float = 0.2,
+        value_clip: float = 0.2,
+        value_coef: float = 0.5,
+        entropy_coef: float = 0.01,
+        max_grad_norm: float = 1.0,
+        **base,
+    ):
+        """
+        Args:
+            reward_model: a folder written by RewardModel.save_pretrained; None = rule rewards.
+            rewards: rule reward name or import path -> weight (only without reward_model); default
+                accuracy 1.0 + format 0.5.
+            micro_batch_size: sequences per forward/backward (gradients accumulate over the rollout).
+            ppo_epochs: optimizer steps per rollout.
+            max_new_tokens / temperature / top_p: sampling of the responses (stops at </s>).
+            kl_coef: per-token penalty on log π - log π_ref.
+            gamma / lam: GAE discount and trace decay.
+            clip_eps / value_clip: clip ranges of the policy ratio and of the value change.
+            value_coef / entropy_coef: weights of the value loss and of the entropy bonus.
+            max_grad_norm: gradient clipping (manual optimisation, so the Trainer's own is not used).
+            **base: model, optimiser and freezing arguments of ObjectiveModule.
+        """
+        super().__init__(**base)
+        if reward_model is not None and rewards is not None:
+            raise ValueError("rewards: give either a reward_model folder or rule rewards, not both")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.value_head = nn.Linear(self.config.core.d_model, 1)
+        self.rewards = None if reward_model is not None else Rewards(rewards or {"accuracy": 1.0, "format": 0.5})
+        self._frozen = {"reference": frozen(copy.deepcopy(self.model))}
+        if reward_model is not None:
+            scorer = RewardModel.from_pretrained(reward_model)
+            check_vocabulary(reward_model, scorer.model.config, self.config, None, "reward_model")
+            self._frozen["reward_model"] = frozen(scorer)
+
+    @property
+    def reference(self) -> MultimodalModel:
+        return self._frozen["reference"]
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.hparams.reward_model is not None:
+            check_vocabulary(self.hparams.reward_model, self._frozen["reward_model"].model.config, self.config,
+                             self.tokenizer, "reward_model")
+
+    # ---- pieces --------------------------------------------------------------------------------
+    def sample(self, batch: dict) -> Rollout:
+        h = self.hparams
+        return sample_groups(self.model, batch, 1, h.max_new_tokens, h.temperature, top_p=h.top_p,
+                             eos_token_id=self.tokenizer.eos_id)
+
+    @torch.no_grad()
+    def score(self, batch: dict, rollout: Rollout) -> tuple[torch.Tensor, dict[str, list[float]]]:
+        """Each response's score [N] and the rule terms ({} under a reward model)."""
+        if self.rewards is None:
+            ids = torch.cat((rollout.prompt_ids, rollout.completion_ids), dim=1)  # [N, T+L]
+            mask = torch.cat((rollout.prompt_mask, rollout.completion_mask), dim=1)
+            return self._frozen["reward_model"](ids, mask, **media(batch)), {}
+        completions = completion_texts(self.tokenizer, rollout.completion_ids)
+        total, terms = self.rewards(completions, [{"answer": a} for a in batch["answers"]])
+        return torch.tensor(total, device=self.device), terms
+
+    def evaluate(self, batch: dict, rollout: Rollout, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Under the current policy, for the rollout's rows: log-probs, values and entropies of the sampled
+        tokens, each [n, L]; with grad when grad is enabled."""
+        prefix = self.model.prefix(**{k: v[rows] for k, v in media(batch).items()})
+        completion = rollout.completion_ids[rows]  # [n, L]
+        ids = torch.cat((rollout.prompt_ids[rows], completion), dim=1)  # [n, T+L]
+        mask = torch.cat((rollout.prompt_mask[rows], rollout.completion_mask[rows]), dim=1)
+        L = completion.shape[1]
+        out = self.model.core(ids, mask, prefix_embeds=None if prefix is None else prefix.embeds,
+                              prefix_mask=None if prefix is None else prefix.mask, logits_to_keep=L + 1)
+        logits = out.logits[:, :-1]  # [n, L, V], at t predicting completion token t
+        values = self.value_head(out.hidden[:, -(L + 1):-1])[..., 0]  # [n, L], the states that chose each token
+        entropy = torch.distributions.Categorical(logits=logits.float()).entropy()  # [n, L]
+        return token_logprobs(logits, completion), values, entropy
+
+    @torch.no_grad()
+    def experience(self, batch: dict, rollout: Rollout) -> Experience:
+        h = self.hparams
+        everything = slice(0, rollout.completion_ids.shape[0])
+        mask = rollout.completion_mask
+        score, terms = self.score(batch, rollout)
+        logprobs, values, _ = self.evaluate(batch, rollout, everything)
+        ref_logprobs = completion_logprobs(self.reference, batch, rollout)
+        rewards = kl_penalised_rewards(score, logprobs, ref_logprobs, mask, h.kl_coef)  # [N, L]
+        advantages, returns = gae(rewards, values, mask, h.gamma, h.lam)
+        return Experience(score, logprobs, ref_logprobs, values, rewards, advantages, returns, mask, terms)
+
+    # ---- one step ------------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        h = self.hparams
+        rollout = self.sample(batch)
+        exp = self.experience(batch, rollout)
+        advantages = whiten(exp.advantages, exp.mask)
+        N = exp.score.numel()
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        for _ in range(h.ppo_epochs):
+            stats = []
+            for start in range(0, N, h.micro_batch_size):
+                rows = slice(start, min(N, start + h.micro_batch_size))
+                logprobs, values, entropy = self.evaluate(batch, rollout, rows)
+                out = ppo_loss(logprobs, exp.logprobs[rows], advantages[rows], values, exp.values[rows],
+                               exp.returns[rows], exp.mask[rows], entropy, h.clip_eps, h.value_clip, h.value_coef,
+                               h.entropy_coef)
+                self.manual_backward(out.loss * (rows.stop - rows.start) / N)
+                stats.append(out)
+            self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
+            optimizer.step()
+            optimizer.zero_grad()
+            scheduler.step()
+            self.balance_experts()
+
+        mask = exp.mask.float()
+        logs = {
+            "reward": exp.score.mean(),
+            "kl": ((exp.logprobs - exp.ref_logprobs) * mask).sum() / mask.sum().clamp(min=1),
+            "response_length": mask.sum(dim=1).mean(),
+            **{name: torch.stack([getattr(s, name).detach() for s in stats]).mean()
+               for name in ("loss", "policy_loss", "value_loss", "entropy", "clip_fraction")},
+            **{f"reward_{name}": torch.tensor(values).mean() for name, values in exp.terms.items()},
+        }
+        for name, value in logs.items():
+            self.log(f"train/{name}", value, prog_bar=name == "reward", batch_size=N)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Held-out prompts: the mean score of one sampled response each (and each rule term)."""
+        rollout = self.sample(batch)
+        score, terms = self.score(batch, rollout)
+        n = batch_size(batch)
+        self.log("val/reward", score.mean(), prog_bar=True, batch_size=n, sync_dist=True)
+        for name, values in terms.items():
+            self.log(f"val/reward_{name}", torch.tensor(values).mean(), batch_size=n, sync_dist=True)

@@ -1,0 +1,77 @@
+"""`mmr1 pipeline`: every stage kind in order, skipping finished stages, resuming, one stage alone."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmr1.cli import main
+from mmr1.model import MultimodalModel
+from mmr1.pipeline import Recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"batch_size": 4, "synth_train_size": 16, "synth_val_size": 4}
+
+
+def micro_recipe(out_dir: Path) -> dict:
+    """configs/r1_tiny.yaml with every stage cut to a couple of steps."""
+    recipe = yaml.safe_load((ROOT / "configs" / "r1_tiny.yaml").read_text())
+    recipe.update(out_dir=str(out_dir), eval_size=4, max_new_tokens=8)
+    for name, stage in recipe["stages"].items():
+        if "steps" in stage:
+            stage["steps"] = 2
+            stage["data"] = {**stage.get("data", {}), **{k: v for k, v in SMALL.items()
+                                                         if "train_manifest" not in stage.get("data", {})}}
+        if stage["objective"] == "grpo":
+            stage["model"].update(group_size=2, micro_batch_size=4, max_new_tokens=8)
+        if stage["objective"] == "sample":
+            stage["sample"].update(synth_n=4, n=2, min_reward=0.0, max_new_tokens=8)
+    return recipe
+
+
+@pytest.mark.slow
+def test_the_whole_recipe_runs_resumes_and_reruns_one_stage(tmp_path, monkeypatch):
+    # Two steps of cold start cannot teach the format, so rejection sampling would keep nothing:
+    # here every sample passes the bar (what is kept is tested in test_rejection_sampling.py).
+    monkeypatch.setattr("mmr1.sampling_cmd.passing", lambda texts, totals, bar: [("I count.", "3")] * len(texts))
+    recipe = micro_recipe(tmp_path / "run")
+    config = tmp_path / "r1.yaml"
+    config.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    assert main(["pipeline", "--config", str(config), "--no-progress"]) == 0
+    stages = list(recipe["stages"])
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [row["stage"] for row in summary] == stages
+    for row in summary:
+        assert {"accuracy", "format_rate", "mean_reward", "minutes"} <= set(row)
+    assert (tmp_path / "run" / "rejection" / "samples.jsonl").is_file()
+    final = MultimodalModel.from_pretrained(tmp_path / "run" / "final")
+    assert final.config.core.n_layers == 2  # the distilled student
+    assert MultimodalModel.from_pretrained(tmp_path / "run" / "grpo2" / "model").config.core.n_layers == 4
+
+    # Finished stages are skipped; a stage whose metrics.json is gone (killed) runs again, alone.
+    stamps = {s: (tmp_path / "run" / s / "metrics.json").stat().st_mtime_ns for s in stages}
+    (tmp_path / "run" / "grpo2" / "metrics.json").unlink()
+    assert main(["pipeline", "--config", str(config), "--no-progress"]) == 0
+    after = {s: (tmp_path / "run" / s / "metrics.json").stat().st_mtime_ns for s in stages}
+    assert [s for s in stages if after[s] != stamps[s]] == ["grpo2"]
+
+    assert main(["pipeline", "--config", str(config), "--no-progress", "--only", "sft", "--rerun", "sft"]) == 0
+    again = {s: (tmp_path / "run" / s / "metrics.json").stat().st_mtime_ns for s in stages}
+    assert [s for s in stages if again[s] != after[s]] == ["sft"]
+
+
+def test_recipe_errors_name_the_stage(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"stages": {"warmup": {"objective": "sft"}}}))
+    with pytest.raises(ValueError, match="stage 'warmup': 'steps'"):
+        Recipe.from_file(config)
+    config.write_text(yaml.safe_dump({"stages": {"x": {"objective": "ppo2", "steps": 1}}}))
+    with pytest.raises(ValueError, match="stage 'x': objective 'ppo2'"):
+        Recipe.from_file(config)
+    assert main(["pipeline", "--config", str(config)]) == 2
+
+
+def test_shipped_recipe_parses():
+    recipe = Recipe.from_file(ROOT / "configs" / "r1_tiny.yaml")
+    assert list(recipe.stages) == ["pretrain", "cold_start", "grpo", "rejection", "sft", "grpo2", "distill"]
