@@ -259,6 +259,7 @@ class TextDataModule(L.LightningDataModule):
             if vocab_size > config.core.vocab_size:
                 raise ValueError(f"vocab_size: {vocab_size} is more than core.vocab_size={config.core.vocab_size}")
         self.save_hyperparameters(ignore=["config"])
+        self.config = config
         self.tokenizer: Optional[Tokenizer] = None
         self.datasets: dict[str, PackedTextDataset] = {}
         self.loaders: dict[str, PackedLoader] = {}

@@ -6,7 +6,8 @@
     mmr1 init --preset tiny --out runs/tiny        build a model + tokenizer, save a checkpoint folder
     mmr1 info --preset tiny                        parameter counts per component
     mmr1 qa|eval|demo|export …                     inference (see mmr1.commands_infer)
-    mmr1 data synth|check|tokenizer …              datasets (see `mmr1 data --help`)
+    mmr1 data synth|check|tokenizer|convert …      datasets (see `mmr1 data --help`)
+    mmr1 plot RUN_DIR                              the logged curves of a run, as PNGs
 
 Errors print one line and exit non-zero; `--debug` shows the traceback.
 """
@@ -26,6 +27,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         cli_main(argv)
         return 0
+    if argv and argv[0] == "plot":
+        from mmr1.plot import main as plot_main
+
+        return plot_main(argv[1:])
     if argv and argv[0] == "data":
         from mmr1.datamodules.commands import main as data_main
 

@@ -16,6 +16,11 @@ from mmr1.heads import ClassificationHead, masked_mean
 MEDIA_KEYS = ("pixel_values", "image_mask", "audio_values", "audio_lengths", "text_ids", "text_mask")
 
 
+def media_inputs(batch: dict) -> dict:
+    """The model's media inputs present in a batch."""
+    return {k: batch[k] for k in MEDIA_KEYS if k in batch}
+
+
 @dataclass
 class Prefix:
     embeds: torch.Tensor  # [B, P, d_model], the fused multimodal tokens in the core's width

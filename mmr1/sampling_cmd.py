@@ -20,13 +20,7 @@ from typing import Mapping, Optional
 import torch
 
 from mmr1.rl.rewards import Rewards, parse_strict
-from mmr1.rl.rollout import sample_groups
-
-
-def completion_texts(tokenizer, completion_ids: torch.Tensor) -> list[str]:
-    """Each row of sampled ids [N, L] decoded up to (not including) its first end token."""
-    eos = tokenizer.eos_id
-    return [tokenizer.decode(row[:row.index(eos)] if eos in row else row) for row in completion_ids.tolist()]
+from mmr1.rl.rollout import decode_completions, sample_groups
 
 
 def parse_rewards(text: str) -> dict[str, float]:
@@ -103,7 +97,7 @@ def rejection_sample(checkpoint: str | Path, out: str | Path, manifest: Optional
             batch = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
             rollout = sample_groups(model, batch, n, max_new_tokens, temperature, top_p=top_p,
                                     eos_token_id=tokenizer.eos_id, generator=generator)
-            texts = completion_texts(tokenizer, rollout.completion_ids)  # [len(chunk) * n], record-major
+            texts = decode_completions(tokenizer, rollout.completion_ids)  # [len(chunk) * n], record-major
             totals, _ = scorer(texts, [record for record in chunk for _ in range(n)])
             for i, record in enumerate(chunk):
                 good = passing(texts[i * n:(i + 1) * n], totals[i * n:(i + 1) * n], min_reward)

@@ -1,8 +1,10 @@
 """`mmr1 fit|validate|test|predict`: a LightningCLI over the objectives and datamodules, and `.ckpt` export.
 
 The model's Config is linked into the datamodule (`data.config`), so the inputs always match
-the model being trained; checkpoints keep the last and the best (val/loss) weights, and the
-best are exported as a checkpoint folder `<run dir>/export` when fit ends.
+the model being trained; checkpoints keep the last (every `last_checkpoint.every_n_train_steps`) and the best (val/loss) weights, and the
+best are exported as a checkpoint folder `<run dir>/export` when fit ends. Checkpoint files are
+written atomically, and `--ckpt_path last` after a crash continues with the same data order and
+RNG states as an uninterrupted run (`mmr1.callbacks`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from pathlib import Path
 from typing import Optional
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from mmr1.callbacks import AtomicCheckpointIO, ResumableSampling
 from mmr1.checkpoint import safe_torch_load
 from mmr1.config import Config
 from mmr1.datamodules.tokenizer import Tokenizer
@@ -31,10 +35,11 @@ def export_ckpt(ckpt_path: str | Path, out_folder: str | Path) -> Path:
     model = MultimodalModel(Config.from_dict(checkpoint["mmr1_config"]))
     state = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
     model.load_state_dict(state)
-    return model.save_pretrained(out_folder, _tokenizer(checkpoint.get("mmr1_tokenizer")))
+    return model.save_pretrained(out_folder, stored_tokenizer(checkpoint.get("mmr1_tokenizer")))
 
 
-def _tokenizer(stored: Optional[dict]) -> Tokenizer:
+def stored_tokenizer(stored: Optional[dict]) -> Tokenizer:
+    """The tokenizer an objective stored in its `.ckpt` as plain data (or the default one)."""
     if stored is None:
         return Tokenizer.default()
     import tokenizers
@@ -67,16 +72,31 @@ class TrainingCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser) -> None:
+        # Two callbacks: Lightning 2.6 defers every save of a monitoring ModelCheckpoint (last.ckpt too)
+        # until its metric exists, so last.ckpt gets its own, unmonitored one in the same folder.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True,
+        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min",
                              "checkpoint.filename": "best-{step}"})
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults({"last_checkpoint.save_last": True, "last_checkpoint.save_top_k": 0,
+                             "last_checkpoint.every_n_train_steps": 50})
+        parser.link_arguments("checkpoint.dirpath", "last_checkpoint.dirpath")
         parser.link_arguments("model.config", "data.init_args.config", apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        """Adds a rich progress bar (unless disabled or another is given), LR monitoring, exact resume,
+        export of the best weights, and atomic checkpoint files."""
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = list(config.get("callbacks") or [])
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs["callbacks"] = [*callbacks, RichProgressBar()]
         trainer = super().instantiate_trainer(**kwargs)
         if trainer.loggers:
             trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
+        trainer.callbacks.insert(0, ResumableSampling())  # its batch count must be current when checkpoints save
         trainer.callbacks.append(ExportBest())
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
 
 

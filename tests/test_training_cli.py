@@ -1,5 +1,6 @@
 """The LightningCLI entry point, the shipped configs and `.ckpt` export."""
 
+import json
 import sys
 from pathlib import Path
 from unittest import mock
@@ -7,21 +8,29 @@ from unittest import mock
 import pytest
 import torch
 
+from lightning.pytorch.callbacks import RichProgressBar
+
+from mmr1.callbacks import AtomicCheckpointIO
 from mmr1.model import MultimodalModel
 from mmr1.training import TrainingCLI, cli_main, export_ckpt
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("tiny_*.yaml"))
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
+                 if not p.name.startswith("r1_"))  # recipes are tested in test_pipeline.py
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """One 2-step fit of configs/tiny_sft.yaml, with one validation, in a temporary folder."""
     root = tmp_path_factory.mktemp("sft")
+    loggers = [{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(root)}},
+               {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(root / "tensorboard")}}]
     with mock.patch.object(sys, "argv", ["mmr1"]):
         cli_main(["fit", "--config", str(CONFIGS[[c.name for c in CONFIGS].index("tiny_sft.yaml")]),
                   "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
                   "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root),
-                  "--trainer.logger.init_args.save_dir", str(root), "--data.init_args.batch_size", "2"])
+                  f"--trainer.logger={json.dumps(loggers)}", "--checkpoint.dirpath", str(root / "checkpoints"),
+                  "--data.init_args.batch_size", "2"])
     return root / "lightning_logs" / "version_0"
 
 
@@ -29,13 +38,15 @@ def test_fit_exports_a_loadable_checkpoint_folder(run_dir):
     model = MultimodalModel.from_pretrained(run_dir / "export")
     assert model.config.name == "tiny"
     assert (run_dir / "export" / "tokenizer.json").is_file()
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert any(p.name.startswith("best") for p in (run_dir / "checkpoints").iterdir())
+    checkpoints = run_dir.parents[1] / "checkpoints"
+    assert (checkpoints / "last.ckpt").is_file()
+    assert any(p.name.startswith("best") for p in checkpoints.iterdir())
     assert "val/loss" in (run_dir / "metrics.csv").read_text()
+    assert any((run_dir.parents[1] / "tensorboard").rglob("events.out.tfevents.*"))
 
 
 def test_export_ckpt_matches_the_trained_weights(run_dir, tmp_path):
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = run_dir.parents[1] / "checkpoints" / "last.ckpt"
     model = MultimodalModel.from_pretrained(export_ckpt(ckpt, tmp_path / "out"))
     state = torch.load(ckpt, weights_only=True)["state_dict"]
     torch.testing.assert_close(model.core.embed_tokens.weight, state["model.core.embed_tokens.weight"])
@@ -55,3 +66,5 @@ def test_shipped_config_builds_linked_model_and_data(config, tmp_path, monkeypat
     cli = TrainingCLI(["--config", str(config)], run=False)
     assert cli.datamodule.config is cli.model.config
     assert cli.trainer.max_steps <= 500
+    assert any(isinstance(c, RichProgressBar) for c in cli.trainer.callbacks)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)

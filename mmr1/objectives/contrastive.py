@@ -6,10 +6,18 @@ import math
 from itertools import combinations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from mmr1.objectives.base import ObjectiveModule, media
+from mmr1.objectives.base import ObjectiveModule, batch_size, media
 from mmr1.objectives.losses import clip_loss, recall_at_1
+
+
+def summed_over_ranks(counts: torch.Tensor) -> torch.Tensor:
+    """Per-pair row counts [K] summed over the ranks (no gradient)."""
+    counts = counts.clone()
+    dist.all_reduce(counts)
+    return counts
 
 
 class ContrastiveModule(ObjectiveModule):
@@ -24,26 +32,47 @@ class ContrastiveModule(ObjectiveModule):
             f"{a}_{b}": nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
             for a, b in combinations(widths, 2)})
 
-    def pairs(self, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """{"image_text": (a [N, E], b [N, E])} for every modality pair with >= 2 rows holding both."""
+    def pairs(self, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """{"image_text": (a [B, E], b [B, E], rows [B] bool)} for every pair of modalities in the batch.
+
+        Rows where either side is absent stay in place (masked by `rows`), so every rank of a
+        data-parallel run holds B rows per pair; a modality absent from the batch gives B masked
+        zero rows, and the key set is the same on every rank.
+        """
         encoded = self.model.encode(**media(batch))
+        B = batch_size(batch)
         out = {}
-        for a, b in combinations(encoded, 2):
-            key = f"{a}_{b}" if f"{a}_{b}" in self.logit_scales else f"{b}_{a}"
-            rows = encoded[a].present & encoded[b].present  # [B]
-            if rows.sum() >= 2:
-                out[key] = (self.projections[a](encoded[a].pooled[rows]), self.projections[b](encoded[b].pooled[rows]))
-        if not out:
-            raise ValueError("batch: no modality pair has two or more rows; contrastive training needs paired records")
+        for key in self.logit_scales:
+            first, second = key.split("_")
+            sides = [self._embed(encoded, m, B) for m in (first, second)]
+            out[key] = (sides[0][0], sides[1][0], sides[0][1] & sides[1][1])
         return out
 
+    def _embed(self, encoded: dict, modality: str, B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(projected pooled states [B, E], present [B]); zeros and absent when the batch lacks the modality."""
+        projection = self.projections[modality]
+        if modality in encoded:
+            return projection(encoded[modality].pooled), encoded[modality].present
+        zeros = projection.weight.new_zeros(B, projection.in_features)
+        return projection(zeros), torch.zeros(B, dtype=torch.bool, device=zeros.device)
+
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Each pair's InfoNCE over the rows holding both sides on all ranks; pairs with < 2 such rows add 0."""
         rank, world = self.global_rank, self.trainer.world_size if self._trainer is not None else 1
-        terms = {key: clip_loss(a, b, self.logit_scales[key], rank, world) for key, (a, b) in self.pairs(batch).items()}
-        return {"loss": sum(terms.values()) / len(terms), **terms}
+        pairs = self.pairs(batch)
+        counts = torch.stack([rows.sum() for _, _, rows in pairs.values()])  # [K]
+        if world > 1:
+            counts = summed_over_ranks(counts)
+        losses = {key: clip_loss(a, b, self.logit_scales[key], rank, world, valid=rows)
+                  for key, (a, b, rows) in pairs.items()}
+        counted = [key for key, n in zip(pairs, counts.tolist()) if n >= 2]
+        if not counted:
+            raise ValueError("batch: no modality pair has two or more rows; contrastive training needs paired records")
+        # A pair with < 2 rows has a loss of exactly 0; summing it keeps every parameter in the graph (DDP).
+        return {"loss": sum(losses.values()) / len(counted), **{key: losses[key] for key in counted}}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        pairs = self.pairs(batch)
+        pairs = {key: (a[rows], b[rows]) for key, (a, b, rows) in self.pairs(batch).items() if rows.sum() >= 2}
         terms = {key: clip_loss(a, b, self.logit_scales[key]) for key, (a, b) in pairs.items()}
         metrics = {"loss": sum(terms.values()) / len(terms), **terms}
         for key, (a, b) in pairs.items():

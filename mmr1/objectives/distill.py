@@ -11,7 +11,7 @@ from mmr1.config import Config
 from mmr1.datamodules.tokenizer import Tokenizer
 from mmr1.model import MultimodalModel
 from mmr1.objectives.base import ObjectiveModule, media
-from mmr1.objectives.dpo import FrozenModels, frozen
+from mmr1.objectives.frozen import FrozenModels, frozen
 from mmr1.rl.losses import distillation_loss
 
 

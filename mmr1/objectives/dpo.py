@@ -1,8 +1,8 @@
 """DPO: direct preference optimisation against a frozen reference (Rafailov et al. 2023).
 
-Also home of what the preference objectives share: frozen models kept beside a module
-(`FrozenModels`), one core pass over the chosen and rejected sequences (`pair_forward`) and
-the summed log-prob of the response tokens (`response_logprobs`).
+Also home of what the preference objectives share: one core pass over the chosen and
+rejected sequences (`pair_forward`) and the summed log-prob of the response tokens
+(`response_logprobs`).
 """
 
 from __future__ import annotations
@@ -15,35 +15,10 @@ from torch import nn
 from mmr1.core import CoreOutput
 from mmr1.model import MultimodalModel
 from mmr1.objectives.base import ObjectiveModule, media
+from mmr1.objectives.frozen import FrozenModels, frozen
 from mmr1.objectives.losses import IGNORE
 from mmr1.rl.grpo import token_logprobs
 from mmr1.rl.losses import dpo_loss, sequence_logprob
-
-
-def frozen(model: nn.Module) -> nn.Module:
-    """The model in eval mode, with no gradient to any of its parameters."""
-    return model.eval().requires_grad_(False)
-
-
-class FrozenModels:
-    """Mixin for an ObjectiveModule that consults frozen models (reference, teacher, reward model) held in
-    `self._frozen: dict[str, nn.Module]`: a plain dict, so they stay out of the parameters, the state dict
-    and the optimizer; they follow the module to its device when a run starts."""
-
-    _frozen: dict[str, nn.Module]
-
-    def _move_frozen(self) -> None:
-        for model in self._frozen.values():
-            model.to(self.device)
-
-    def on_fit_start(self) -> None:
-        self._move_frozen()
-
-    def on_validation_start(self) -> None:
-        self._move_frozen()
-
-    def on_test_start(self) -> None:
-        self._move_frozen()
 
 
 def pair_forward(model: MultimodalModel, batch: dict, logits_to_keep: int = 0) -> CoreOutput:

@@ -15,13 +15,15 @@ from typing import Mapping, Optional
 
 import torch
 
+from mmr1.model import media_inputs
 from mmr1.objectives.base import ObjectiveModule, batch_size
+from mmr1.objectives.frozen import FrozenModels, frozen
 from mmr1.rl.grpo import group_advantages, grpo_loss
 from mmr1.rl.rewards import Rewards, parse_strict
-from mmr1.rl.rollout import Rollout, completion_logprobs, sample_groups
+from mmr1.rl.rollout import completion_logprobs, decode_completions, sample_groups
 
 
-class GRPOModule(ObjectiveModule):
+class GRPOModule(FrozenModels, ObjectiveModule):
     def __init__(
         self,
         group_size: int = 4,
@@ -56,24 +58,11 @@ class GRPOModule(ObjectiveModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.rewards = Rewards(rewards or {"accuracy": 1.0, "format": 0.5})
-        # The frozen reference is kept out of the module's parameters, state dict and optimizer.
-        self._reference = [self._frozen_copy()] if beta else []
-
-    def _frozen_copy(self):
-        reference = copy.deepcopy(self.model).eval()
-        reference.requires_grad_(False)
-        return reference
+        self._frozen = {"reference": frozen(copy.deepcopy(self.model))} if beta else {}
 
     @property
     def reference(self):
-        return self._reference[0] if self._reference else None
-
-    def on_fit_start(self) -> None:
-        if self.reference is not None:
-            self.reference.to(self.device)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """The reference is the model GRPO started from, not the resumed policy: keep it as built."""
+        return self._frozen.get("reference")
 
     # ---- one step ------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -81,7 +70,7 @@ class GRPOModule(ObjectiveModule):
         G = h.group_size
         rollout = sample_groups(self.model, batch, G, h.max_new_tokens, h.temperature, top_p=h.top_p,
                                 eos_token_id=self.tokenizer.eos_id)
-        completions = self._decode(rollout)
+        completions = decode_completions(self.tokenizer, rollout.completion_ids)
         records = [{"answer": a} for a in batch["answers"] for _ in range(G)]
         total, terms = self.rewards(completions, records)
         rewards = torch.tensor(total, device=self.device)  # [B*G]
@@ -124,12 +113,10 @@ class GRPOModule(ObjectiveModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Greedy answers to held-out prompts: accuracy, format rate and mean reward."""
-        from mmr1.rl.rollout import media_of
-
         h = self.hparams
         out = self.model.generate(batch["input_ids"], batch["attention_mask"], generation=dict(
-            max_new_tokens=h.max_new_tokens, eos_token_id=self.tokenizer.eos_id), **media_of(batch))
-        completions = [self._text(row) for row in out[:, batch["input_ids"].shape[1]:].tolist()]
+            max_new_tokens=h.max_new_tokens, eos_token_id=self.tokenizer.eos_id), **media_inputs(batch))
+        completions = decode_completions(self.tokenizer, out[:, batch["input_ids"].shape[1]:])
         total, terms = self.rewards(completions, [{"answer": a} for a in batch["answers"]])
         n = batch_size(batch)
         self.log("val/reward", torch.tensor(total).mean(), batch_size=n, sync_dist=True)
@@ -138,10 +125,3 @@ class GRPOModule(ObjectiveModule):
         if "accuracy" in terms:
             self.log("val/accuracy", torch.tensor(terms["accuracy"]).mean(), prog_bar=True, batch_size=n,
                      sync_dist=True)
-
-    def _decode(self, rollout: Rollout) -> list[str]:
-        return [self._text(row) for row in rollout.completion_ids.tolist()]
-
-    def _text(self, row: list[int]) -> str:
-        eos = self.tokenizer.eos_id
-        return self.tokenizer.decode(row[: row.index(eos)] if eos in row else row)

@@ -27,20 +27,31 @@ def clip_loss(
     logit_scale: torch.Tensor,  # scalar, log of the inverse temperature; clamped to ln(100)
     rank: int = 0,
     world_size: int = 1,
-    gather: Optional[Gather] = None,  # x [B, D] -> world_size tensors [B, D]; default: all_gather with grad
+    gather: Optional[Gather] = None,  # x [B, ...] -> world_size tensors [B, ...]; default: all_gather with grad
+    valid: Optional[torch.Tensor] = None,  # [B] bool, False = a padding row (every rank pads to one B)
 ) -> torch.Tensor:
-    """Symmetric InfoNCE; with world_size > 1 the negatives are the other ranks' rows too."""
+    """Symmetric InfoNCE over the valid rows; with world_size > 1 the negatives are every rank's valid rows.
+
+    Each rank returns its valid rows' summed loss over the count of all ranks' valid rows, times
+    world_size: the mean over ranks (DDP's gradient average) is then the mean over every valid
+    row, exactly the single-process loss over the concatenated batches, padded or not.
+    """
     a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
     scale = logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+    B = a.shape[0]
+    own = torch.ones(B, dtype=torch.bool, device=a.device) if valid is None else valid  # [B]
     if world_size > 1:
         gather = gather or all_gather_with_grad
         all_a, all_b = torch.cat(gather(a)), torch.cat(gather(b))  # [W*B, D]
+        all_valid = own.repeat(world_size) if valid is None else torch.cat(gather(valid.to(a.dtype))) > 0  # [W*B]
     else:
-        all_a, all_b = a, b
-    targets = torch.arange(a.shape[0], device=a.device) + rank * a.shape[0]  # [B]
-    logits_ab = scale * a @ all_b.T  # [B, W*B]
-    logits_ba = scale * b @ all_a.T  # [B, W*B]
-    return (F.cross_entropy(logits_ab, targets) + F.cross_entropy(logits_ba, targets)) / 2
+        all_a, all_b, all_valid = a, b, own
+    targets = (torch.arange(B, device=a.device) + rank * B)[own]  # [N] own valid rows' places among W*B
+    blocked = torch.finfo(a.dtype).min  # finite, so a padded column gets no weight and no NaN gradient
+    logits_ab = (scale * a[own] @ all_b.T).masked_fill(~all_valid, blocked)  # [N, W*B]
+    logits_ba = (scale * b[own] @ all_a.T).masked_fill(~all_valid, blocked)  # [N, W*B]
+    summed = F.cross_entropy(logits_ab, targets, reduction="sum") + F.cross_entropy(logits_ba, targets, reduction="sum")
+    return summed / 2 / all_valid.sum().clamp(min=1) * world_size
 
 
 def recall_at_1(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,13 +17,12 @@ from torch import nn
 from mmr1.model import MultimodalModel
 from mmr1.objectives.base import ObjectiveModule, batch_size, media
 from mmr1.objectives.distill import check_vocabulary
-from mmr1.objectives.dpo import FrozenModels, frozen
+from mmr1.objectives.frozen import FrozenModels, frozen
 from mmr1.objectives.reward_model import RewardModel
 from mmr1.rl.grpo import token_logprobs
 from mmr1.rl.losses import gae, kl_penalised_rewards, ppo_loss
 from mmr1.rl.rewards import Rewards
-from mmr1.rl.rollout import Rollout, completion_logprobs, sample_groups
-from mmr1.sampling_cmd import completion_texts
+from mmr1.rl.rollout import Rollout, completion_logprobs, decode_completions, sample_groups
 
 
 @dataclass
@@ -123,7 +122,7 @@ class PPOModule(FrozenModels, ObjectiveModule):
             ids = torch.cat((rollout.prompt_ids, rollout.completion_ids), dim=1)  # [N, T+L]
             mask = torch.cat((rollout.prompt_mask, rollout.completion_mask), dim=1)
             return self._frozen["reward_model"](ids, mask, **media(batch)), {}
-        completions = completion_texts(self.tokenizer, rollout.completion_ids)
+        completions = decode_completions(self.tokenizer, rollout.completion_ids)
         total, terms = self.rewards(completions, [{"answer": a} for a in batch["answers"]])
         return torch.tensor(total, device=self.device), terms
 

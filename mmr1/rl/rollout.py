@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mmr1.model import MEDIA_KEYS, MultimodalModel
+from mmr1.model import MultimodalModel, media_inputs
 from mmr1.rl.grpo import token_logprobs
 
 
@@ -27,10 +27,6 @@ class Rollout:
         return self.completion_mask.sum(dim=1)
 
 
-def media_of(batch: dict) -> dict:
-    return {k: batch[k] for k in MEDIA_KEYS if k in batch}
-
-
 @torch.no_grad()
 def sample_groups(model: MultimodalModel, batch: dict, group_size: int, max_new_tokens: int,
                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id: int | None = None,
@@ -40,7 +36,7 @@ def sample_groups(model: MultimodalModel, batch: dict, group_size: int, max_new_
     model.eval()
     try:
         ids, mask = batch["input_ids"], batch["attention_mask"].bool()
-        prefix = model.prefix(**media_of(batch))
+        prefix = model.prefix(**media_inputs(batch))
         P = 0 if prefix is None else prefix.embeds.shape[1]
         core = model.core
         cache = core.new_cache(P + ids.shape[1] + max_new_tokens)
@@ -59,6 +55,12 @@ def sample_groups(model: MultimodalModel, batch: dict, group_size: int, max_new_
     return Rollout(ids, mask, completion, ~after_eos, group_size)
 
 
+def decode_completions(tokenizer, completion_ids: torch.Tensor) -> list[str]:
+    """Each row of sampled ids [N, L] decoded up to (not including) its first end token."""
+    eos = tokenizer.eos_id
+    return [tokenizer.decode(row[:row.index(eos)] if eos in row else row) for row in completion_ids.tolist()]
+
+
 def completion_logprobs(model: MultimodalModel, batch: dict, rollout: Rollout,
                         rows: slice | None = None) -> torch.Tensor:
     """log π(completion tokens) [n, L] for the rollout's rows (a slice of whole groups), with grad
@@ -68,7 +70,7 @@ def completion_logprobs(model: MultimodalModel, batch: dict, rollout: Rollout,
     if rows.start % G or rows.stop % G:
         raise ValueError(f"rows: a micro-batch must hold whole groups of G={G} sequences, got {rows}")
     prompts = slice(rows.start // G, rows.stop // G)
-    media = {k: v[prompts] for k, v in media_of(batch).items()}
+    media = {k: v[prompts] for k, v in media_inputs(batch).items()}
     prefix = model.prefix(**media)
     completion, completion_mask = rollout.completion_ids[rows], rollout.completion_mask[rows]  # [n, L]
     ids = torch.cat((rollout.prompt_ids[prompts].repeat_interleave(G, dim=0), completion), dim=1)  # [n, T+L]

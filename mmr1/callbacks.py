@@ -1,0 +1,138 @@
+"""Fault tolerance for `mmr1 fit`: atomic checkpoint files and an exactly resumable data order.
+
+Lightning 2.6 restores the epoch and the batch index of a mid-epoch checkpoint, but a plain
+DataLoader restarts its epoch from the first batch of a fresh shuffle, and the global RNG
+(augmentation, SpecAugment) is not saved; Lightning only fast-forwards loaders that implement
+`state_dict`/`load_state_dict` themselves. `ResumableSampling` makes any map-style train loader
+resumable instead: the shuffle becomes a function of (seed, epoch), a resumed run skips the
+batches already trained in its epoch, and the RNG states travel in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torch.utils.data import DataLoader, RandomSampler, Sampler
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file in the same folder, then `os.replace`s it into place.
+
+    A crash or kill while saving leaves the previous file (e.g. last.ckpt) whole; the temporary
+    file starts with "." so `--ckpt_path last` never picks it up.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(temporary, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+class EpochSampler(Sampler[int]):
+    """Wraps a loader's sampler: shuffles with a generator seeded by (seed, epoch) and can skip a prefix.
+
+    A RandomSampler draws its permutation from the global RNG; this one draws it from
+    `seed + epoch`, so a resumed run sees the same order. Other samplers (sequential, Lightning's
+    DistributedSampler, which is already seeded per epoch) keep their order.
+    """
+
+    def __init__(self, inner: Sampler, seed: int):
+        self.inner, self.seed = inner, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self) -> Iterator[int]:
+        if isinstance(self.inner, RandomSampler):
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = iter(torch.randperm(len(self.inner), generator=generator).tolist())
+        else:
+            order = iter(self.inner)
+        skip, self.skip = self.skip, 0
+        for i, index in enumerate(order):
+            if i >= skip:
+                yield index
+
+
+class ResumableSampling(L.Callback):
+    """Makes the train loader's order exact across `--ckpt_path` resumes (map-style datasets, 0 workers for exact
+    augmentation: worker processes seed themselves before the RNG states are restored)."""
+
+    def __init__(self, seed: Optional[int] = None):
+        """seed: of the shuffle; None = the `seed_everything` seed (PL_GLOBAL_SEED), else 0."""
+        self.seed = seed
+        self.epoch, self.batches_done = 0, 0
+        self.rng: Optional[dict] = None  # RNG states of the checkpoint being resumed
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seed = self.seed if self.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        for loader in _loaders(trainer.train_dataloader):
+            sampler = EpochSampler(loader.batch_sampler.sampler, seed)
+            sampler.set_epoch(trainer.current_epoch)
+            if self.rng is not None and self.epoch == trainer.current_epoch:
+                sampler.skip = self.batches_done * loader.batch_size
+            loader.batch_sampler.sampler = sampler
+        if self.rng is not None:
+            _set_rng(self.rng)
+            self.rng = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch, self.batches_done = trainer.current_epoch, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.epoch, self.batches_done = trainer.current_epoch, batch_idx + 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "batches_done": self.batches_done, "rng": _get_rng()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epoch, self.batches_done, self.rng = state_dict["epoch"], state_dict["batches_done"], state_dict["rng"]
+
+
+def _loaders(train_dataloader: Any) -> list[DataLoader]:
+    """The DataLoaders (with a batch sampler) inside whatever Lightning holds as the train loader."""
+    if isinstance(train_dataloader, dict):
+        loaders = list(train_dataloader.values())
+    else:
+        loaders = list(train_dataloader) if isinstance(train_dataloader, (list, tuple)) else [train_dataloader]
+    return [dl for dl in loaders if isinstance(dl, DataLoader) and dl.batch_sampler is not None]
+
+
+def _get_rng() -> dict[str, Any]:
+    """torch, numpy and Python RNG states as plain data (loadable with `weights_only=True`)."""
+    name, keys, position, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [name, keys.tolist(), position, has_gauss, gauss]}
+
+
+def _set_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuples(state["python"]))
+    name, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+
+
+def _tuples(x: Any) -> Any:
+    """random.setstate needs the nested tuples back (a checkpoint may store them as lists)."""
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x

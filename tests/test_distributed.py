@@ -1,0 +1,61 @@
+"""The contrastive loss for real across 2 CPU processes (gloo), with ranks holding different numbers of pairs."""
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mmr1.objectives.losses import clip_loss
+
+ROWS = 6  # padded rows per rank
+VALID = [torch.tensor([1, 1, 1, 1, 0, 0], dtype=torch.bool), torch.tensor([1, 0, 1, 0, 0, 0], dtype=torch.bool)]
+
+
+def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """a, b [2 * ROWS, 8] for both ranks together and a logit scale, the same in every process."""
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(2 * ROWS, 8, generator=generator), torch.randn(2 * ROWS, 8, generator=generator), \
+        torch.tensor(2.0)
+
+
+def worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    a, b, scale = inputs()
+    a = a[rank * ROWS:(rank + 1) * ROWS].clone().requires_grad_()
+    b = b[rank * ROWS:(rank + 1) * ROWS].clone().requires_grad_()
+    scale.requires_grad_()
+    loss = clip_loss(a, b, scale, rank, 2, valid=VALID[rank])
+    loss.backward()
+    # The objective is the mean of the ranks' losses (DDP averages gradients). A rank's own rows already
+    # collect every rank's gradient through all_gather's backward (a sum); a shared parameter's is all-reduced.
+    dist.all_reduce(scale.grad)
+    dist.all_reduce(loss_sum := loss.detach().clone())
+    torch.save({"loss": loss_sum / 2, "a": a.grad / 2, "b": b.grad / 2, "scale": scale.grad / 2}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_padded_gathered_loss_equals_single_process_loss_over_valid_rows(tmp_path):
+    out = str(tmp_path / "result")
+    mp.spawn(worker, args=(free_port(), out), nprocs=2, join=True)
+
+    a, b, scale = inputs()
+    keep = torch.cat(VALID)
+    a, b, scale = a.requires_grad_(), b.requires_grad_(), scale.requires_grad_()
+    single = clip_loss(a[keep], b[keep], scale)  # the 6 real pairs of both ranks in one batch
+    single.backward()
+    for rank in range(2):
+        got = torch.load(f"{out}.{rank}", weights_only=True)
+        rows = slice(rank * ROWS, (rank + 1) * ROWS)
+        torch.testing.assert_close(got["loss"], single.detach())
+        torch.testing.assert_close(got["a"], a.grad[rows])
+        torch.testing.assert_close(got["b"], b.grad[rows])
+        torch.testing.assert_close(got["scale"], scale.grad)
