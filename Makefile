@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/mmr1 init --preset tiny --out runs/tiny
-	$(VENV)/bin/mmr1 qa --checkpoint runs/tiny --sample
+	$(VENV)/bin/mmr1 pipeline --config configs/r1_tiny.yaml
+	$(VENV)/bin/mmr1 qa --checkpoint runs/r1_tiny/final --sample
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

@@ -5,7 +5,8 @@ Always (when some record in the batch has it):
   text_ids / text_mask [B, L]: the text encoder's input (question, or caption/text)
   answers: list[str] · ids: list[str]
 sft         input_ids / attention_mask / labels [B, T], right-padded; labels are -100 on
-            the prompt and padding (unshifted: labels[t] is the token at t)
+            the prompt and padding (unshifted: labels[t] is the token at t); with a `label`
+            (an index, or one of the record's `choices`): class_labels [B] long
 rl          input_ids / attention_mask [B, T], LEFT-padded prompts for generation
 preference  chosen_* and rejected_* input_ids / attention_mask / labels, one width T
 paired      the media and caption text only
@@ -31,7 +32,7 @@ class Collator:
 
     def __init__(self, tokenizer: Tokenizer, objective: str, text_tokenizer: Optional[Tokenizer] = None,
                  max_length: Optional[int] = None, text_max_length: Optional[int] = None,
-                 mlm_probability: float = 0.15):
+                 mlm_probability: float = 0.15, encode_text: bool = True):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
         self.tokenizer = tokenizer
@@ -40,11 +41,12 @@ class Collator:
         self.max_length = max_length  # longest core sequence; a longer one is an error, never cut
         self.text_max_length = text_max_length  # longest text-encoder input; likewise
         self.mlm_probability = mlm_probability
+        self.encode_text = encode_text  # False for a model without a text encoder: no text_ids
 
     def __call__(self, examples: list[dict]) -> dict:
         batch = media(examples)
         texts = [self._encoder_text(e) for e in examples]
-        if any(t is not None for t in texts):
+        if self.encode_text and any(t is not None for t in texts):
             rows = [self.text_tokenizer.encode(t, add_special_tokens=True) if t else [] for t in texts]
             for example, row in zip(examples, rows):
                 _check_length(example, row, self.text_max_length, "text encoder input", "text.max_positions")
@@ -54,6 +56,8 @@ class Collator:
         if self.objective == "sft":
             rows = [self._sequence(e, format_response(e["reasoning"], e["answer"])) for e in examples]
             batch.update(self._padded(rows))
+            if any(e.get("label") is not None for e in examples):
+                batch["class_labels"] = torch.tensor([class_index(e) for e in examples])  # [B]
         elif self.objective == "rl":
             rows = [self._sequence(e, None)[0] for e in examples]
             batch["input_ids"], batch["attention_mask"] = pad(rows, self.tokenizer.pad_id, left=True)  # [B, T]
@@ -133,6 +137,18 @@ def pad(rows: list[list[int]], value: int, left: bool = False) -> tuple[torch.Te
         ids[i, span] = torch.tensor(row, dtype=torch.long)
         mask[i, span] = True
     return ids, mask
+
+
+def class_index(example: dict) -> int:
+    """The class of a record: its `label` as an index, or the position of the `label` string in its `choices`."""
+    label, choices = example.get("label"), example.get("choices") or []
+    if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < (len(choices) or label + 1):
+        return label
+    if isinstance(label, str) and label in choices:
+        return choices.index(label)
+    raise ValueError(f"record {example.get('id', '?')}: label {label!r} is neither a class index (an int from 0, "
+                     f"below len(choices)) nor one of its choices {choices}; in a batch with labels, every "
+                     "record needs one")
 
 
 def _check_length(example: dict, ids: list[int], limit: Optional[int], what: str, setting: str) -> None:

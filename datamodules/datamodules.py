@@ -104,7 +104,8 @@ class MultimodalDataModule(L.LightningDataModule):
         text_folder = self._text_tokenizer or (self.config.text.pretrained if self.config.text is not None else None)
         text_tokenizer = Tokenizer.from_pretrained(text_folder) if text_folder else tokenizer
         text_max_length = self.config.text.max_positions if self.config.text is not None else None
-        return Collator(tokenizer, self.objective, text_tokenizer, self.hparams.max_length, text_max_length)
+        return Collator(tokenizer, self.objective, text_tokenizer, self.hparams.max_length, text_max_length,
+                        encode_text=self.config.text is not None)
 
     # ---- loading ------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader | list:

@@ -87,6 +87,7 @@ class RecordProcessor:
         example = {key: record.get(key) for key in STRING_KEYS}
         if example["question"] is not None and record.get("choices"):
             example["question"] = f"{example['question'].strip()} Choices: {', '.join(record['choices'])}."
+        example["label"], example["choices"] = record.get("label"), record.get("choices")
         example["pixel_values"] = example["audio_values"] = None
         image, audio = record.get("image"), record.get("audio")
         if image is not None and self.image is not None:

@@ -4,6 +4,7 @@
     mmr1 qa --checkpoint F --sample                                 a built-in image+audio question
     mmr1 qa --checkpoint F --manifest test.jsonl --output preds.jsonl [--batch-size 8]
     mmr1 eval --checkpoint F --manifest test.jsonl [--output preds.jsonl] [--samples k]
+    mmr1 eval --checkpoint F --text corpus.txt                      perplexity of plain text (.txt or .jsonl)
     mmr1 demo --checkpoint F [--port 7860]                           a Gradio page on 127.0.0.1
     mmr1 export --ckpt run/checkpoints/last.ckpt --out G [--quantize int8] [--prune 0.5]
 
@@ -34,9 +35,11 @@ def add_commands(subparsers, debug_parent: argparse.ArgumentParser) -> None:
     _generation_args(qa)
     qa.set_defaults(run=run_qa)
 
-    ev = subparsers.add_parser("eval", parents=[debug_parent], help="score a model on a manifest")
+    ev = subparsers.add_parser("eval", parents=[debug_parent], help="score a model on a manifest or plain text")
     _checkpoint_args(ev)
-    ev.add_argument("--manifest", type=Path, required=True)
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", type=Path)
+    source.add_argument("--text", type=Path, help="perplexity of a .txt (blank-line documents) or .jsonl file")
     ev.add_argument("--output", type=Path, help="write the greedy predictions here (JSONL)")
     ev.add_argument("--samples", type=int, default=0, help="k > 0: also sample k answers per question for pass@k")
     _generation_args(ev)
@@ -140,9 +143,15 @@ def _qa_manifest(args) -> int:
 
 
 def run_eval(args) -> int:
-    from mmr1.evaluate import evaluate
-    from mmr1.inference import load
+    from mmr1.evaluate import evaluate, text_perplexity
+    from mmr1.inference import load, load_model
 
+    if args.text is not None:
+        if args.output is not None or args.samples:
+            raise ValueError("--text: scores perplexity only; --output and --samples need --manifest")
+        model, tokenizer = load_model(args.checkpoint, args.config)
+        print(json.dumps(text_perplexity(model.eval(), tokenizer, args.text, args.batch_size)))
+        return 0
     qa = load(args.checkpoint, args.config)
     summary = evaluate(qa, args.manifest, args.batch_size, args.samples, args.output, not args.no_progress,
                        **_generation(args))

@@ -4,7 +4,8 @@ Accuracy uses `answers_match` (numbers as numbers); EM, token F1, BLEU, ROUGE-L 
 compare the text inside <answer> with the reference answer; format_rate counts responses
 that are exactly one <think>…</think> then one <answer>…</answer>; perplexity is
 teacher-forced on the reference responses (reasoning + answer); with `samples = k` every
-question is also sampled k times for pass@1 and pass@k.
+question is also sampled k times for pass@1 and pass@k. `text_perplexity` scores plain text
+(the core's token-weighted perplexity over a file's documents).
 """
 
 from __future__ import annotations
@@ -51,10 +52,29 @@ def reference_perplexity(qa: QAPipeline, manifest: Union[str, Path], batch_size:
 
     path = Path(manifest)
     records = [record for _, record in read_manifest(path, objective=None)[0] if record.get("answer")]
-    collate = Collator(qa.tokenizer, "sft", max_length=qa.model.config.core.max_seq_len)
+    collate = Collator(qa.tokenizer, "sft", max_length=qa.model.config.core.max_seq_len,
+                       encode_text=qa.model.config.text is not None)
     batches = (collate([qa.records(r, path.parent) for r in records[i:i + batch_size]])
                for i in range(0, len(records), batch_size))
     return metrics.perplexity(qa.model, batches)
+
+
+def text_perplexity(model, tokenizer, path: Union[str, Path], batch_size: int = 8) -> dict:
+    """exp(mean NLL per predicted token) of the core over the documents of a `.txt` (blank-line blocks) or
+    `.jsonl` (`text`, or question/answer) file; documents ending in </s>, cut into max_seq_len windows
+    (the first token of each window is context only)."""
+    from mmr1.datamodules.collate import pad
+    from mmr1.datamodules.text import encode_document, read_documents
+
+    window = model.config.core.max_seq_len
+    documents = [encode_document(tokenizer, text) for text in read_documents([path], "blank_line")]
+    rows = [ids[i:i + window] for ids in documents for i in range(0, len(ids), window)]
+    batches = []
+    for i in range(0, len(rows), batch_size):
+        ids, mask = pad(rows[i:i + batch_size], tokenizer.pad_id)  # [B, T]
+        batches.append({"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(~mask, -100)})
+    return {"documents": len(documents), "tokens": sum(len(row) - 1 for row in rows),
+            "perplexity": metrics.perplexity(model, batches)}
 
 
 def sampled_pass_at_k(qa: QAPipeline, manifest: Union[str, Path], k: int, batch_size: int, progress: bool,

@@ -43,7 +43,7 @@ class QAPipeline:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.records = RecordProcessor.from_config(model.config)
-        self.collate = Collator(tokenizer, "rl")
+        self.collate = Collator(tokenizer, "rl", encode_text=model.config.text is not None)
         self.max_question_tokens = max_question_tokens
 
     @classmethod

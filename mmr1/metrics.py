@@ -28,8 +28,9 @@ def normalize(text: str) -> str:
 
 
 def parse_number(text: str) -> Optional[float]:
-    """`3`, `-2.5`, `1,000`, `3/4`, `7.` → a float; anything else → None."""
+    """`3`, `-2.5`, `1,000`, `$1,000.50`, `3/4`, `7.` → a float; anything else → None."""
     text = text.strip().rstrip(".").replace(" ", "")
+    text = re.sub(r"^([-+]?)\$", r"\1", text)  # a currency sign: $5, -$5
     fraction = _FRACTION.fullmatch(text)
     if fraction:
         denominator = int(fraction.group(2))

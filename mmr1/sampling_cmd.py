@@ -85,7 +85,8 @@ def rejection_sample(checkpoint: str | Path, out: str | Path, manifest: Optional
                          image_size=vision.image_size if vision is not None else 32)
     manifest = Path(manifest)
     records = [record for _, record in read_manifest(manifest, "rl")[0]]
-    processors, collate = RecordProcessor.from_config(model.config), Collator(tokenizer, "rl")
+    processors, collate = RecordProcessor.from_config(model.config), Collator(
+        tokenizer, "rl", encode_text=model.config.text is not None)
     scorer = Rewards(rewards or {"accuracy": 1.0, "format": 0.5})
     generator = torch.Generator(device).manual_seed(seed)
     kept = written = records_kept = 0

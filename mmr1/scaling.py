@@ -9,10 +9,11 @@ from __future__ import annotations
 import weakref
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed._composable import checkpoint
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmr1.model import MultimodalModel
@@ -25,37 +26,32 @@ def core_blocks(model: MultimodalModel) -> list[nn.Module]:
 
 
 def encoder_blocks(model: MultimodalModel) -> list[nn.Module]:
-    """The transformer blocks of the vision (timm), text (transformers) and audio (Conformer) encoders."""
+    """The units of the vision (timm), text (transformers) and audio (Conformer) encoders that are called per block.
+
+    Hooks (checkpointing's, FSDP's) fire only on a module that is called. The audio encoder runs each
+    Conformer layer through `_conformer_layer`, which calls the layer's parts rather than the layer,
+    so its units are the two FFNs and attention; the rest of each layer belongs to the root.
+    """
     blocks: list[nn.Module] = []
     if model.vision is not None:
         blocks += list(model.vision.model.blocks)
     if model.text_encoder is not None:
         blocks += list(model.text_encoder.model.encoder.layer)
     if model.audio is not None:
-        blocks += list(model.audio.conformer.conformer_layers)
+        blocks += [part for layer in model.audio.conformer.conformer_layers
+                   for part in (layer.ffn1, layer.self_attn, layer.ffn2)]
     return blocks
 
 
-def checkpoint_units(model: MultimodalModel) -> list[nn.Module]:
-    """The modules whose activations are recomputed in backward: one per block.
-
-    The audio encoder runs each Conformer layer through `_conformer_layer`, which calls the
-    layer's parts rather than the layer, so its hookable units are the two FFNs and attention.
-    """
-    units = core_blocks(model)
-    if model.vision is not None:
-        units += list(model.vision.model.blocks)
-    if model.text_encoder is not None:
-        units += list(model.text_encoder.model.encoder.layer)
-    if model.audio is not None:
-        units += [part for layer in model.audio.conformer.conformer_layers
-                  for part in (layer.ffn1, layer.self_attn, layer.ffn2)]
-    return units
+def shard_units(model: MultimodalModel) -> list[nn.Module]:
+    """The blocks FSDP2 shards one by one. The refinement block stays with the root: the core computes
+    its cross-attention memory (`memory_kv`) outside its forward, where FSDP would not have gathered it."""
+    return [*model.core.layers, *encoder_blocks(model)]
 
 
 def checkpoint_activations(model: MultimodalModel) -> None:
     """Keep only each block's inputs for backward and recompute the rest (torch's composable checkpoint)."""
-    for unit in checkpoint_units(model):
+    for unit in core_blocks(model) + encoder_blocks(model):
         checkpoint(unit)
 
 
@@ -65,11 +61,48 @@ def compile_core(model: MultimodalModel) -> None:
         block.compile()
 
 
-def shard(modules: list[nn.Module], root: nn.Module, mesh: DeviceMesh) -> None:
-    """FSDP2: shard every block, then the root (the remaining parameters), across `mesh`."""
+def shard(modules: list[nn.Module], root: nn.Module, mesh: DeviceMesh, methods: tuple[str, ...] = ()) -> None:
+    """FSDP2: shard every block, then the root (the remaining parameters), across `mesh`.
+
+    FSDP gathers the root's parameters when its `forward` runs; `methods` are the other root methods
+    that must do the same (a LightningModule's steps, which Lightning calls instead of `forward`).
+    """
     for module in modules:
         fully_shard(module, mesh=mesh)
     fully_shard(root, mesh=mesh)
+    for name in methods:
+        register_fsdp_forward_method(root, name)
+
+
+def blank_media(model: MultimodalModel, modality: str, rows: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """`modality`'s inputs with all `rows` marked absent: the encoder runs, the outputs are as without them."""
+    cfg = model.config
+    if modality == "image":
+        size = cfg.vision.image_size
+        return {"pixel_values": torch.zeros(rows, 3, size, size, device=device),  # [B, 3, H, W]
+                "image_mask": torch.zeros(rows, dtype=torch.bool, device=device)}  # [B]
+    if modality == "audio":
+        return {"audio_values": torch.zeros(rows, cfg.audio.sample_rate // 10, device=device),  # [B, S]: 100 ms
+                "audio_lengths": torch.zeros(rows, dtype=torch.long, device=device)}  # [B]
+    return {"text_ids": torch.zeros(rows, 1, dtype=torch.long, device=device),  # [B, 1]
+            "text_mask": torch.zeros(rows, 1, dtype=torch.bool, device=device)}  # [B, 1]
+
+
+def fill_absent_media(batch: dict, model: MultimodalModel, rows: int) -> dict:
+    """Add blank inputs (in place) for each modality that this rank's batch lacks but another rank's has.
+
+    Under FSDP2 every rank must run the same sharded blocks (each all-gathers its weights) and
+    reduce-scatter gradients for the same parameters, so an encoder used anywhere runs everywhere.
+    """
+    first_keys = {"image": "pixel_values", "audio": "audio_values", "text": "text_ids"}
+    modalities = list(model._encoders())
+    device = next(v.device for v in batch.values() if torch.is_tensor(v))
+    present = torch.tensor([first_keys[m] in batch for m in modalities], dtype=torch.int32, device=device)
+    dist.all_reduce(present, op=dist.ReduceOp.MAX)
+    for modality, anywhere in zip(modalities, present.tolist()):
+        if anywhere and first_keys[modality] not in batch:
+            batch.update(blank_media(model, modality, rows, device))
+    return batch
 
 
 class PeakMemory(TorchDispatchMode):

@@ -1,7 +1,11 @@
-"""The contrastive loss for real across 2 CPU processes (gloo), with ranks holding different numbers of pairs."""
+"""Data parallelism for real across 2 CPU processes (gloo): the contrastive loss with ranks holding different
+numbers of pairs, and Lightning DDP training with a modality missing from one rank's batches."""
 
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -9,6 +13,7 @@ import torch.multiprocessing as mp
 
 from mmr1.objectives.losses import clip_loss
 
+FIT_SCRIPT = Path(__file__).with_name("distributed_fit.py")
 ROWS = 6  # padded rows per rank
 VALID = [torch.tensor([1, 1, 1, 1, 0, 0], dtype=torch.bool), torch.tensor([1, 0, 1, 0, 0, 0], dtype=torch.bool)]
 
@@ -59,3 +64,22 @@ def test_padded_gathered_loss_equals_single_process_loss_over_valid_rows(tmp_pat
         torch.testing.assert_close(got["a"], a.grad[rows])
         torch.testing.assert_close(got["b"], b.grad[rows])
         torch.testing.assert_close(got["scale"], scale.grad)
+
+
+def test_lightning_ddp_keeps_replicas_identical_when_one_rank_lacks_a_modality(tmp_path):
+    """ContrastiveModule and SFTModule for 2 steps under Lightning DDP; rank 1's batches have no audio."""
+    run = subprocess.run([sys.executable, str(FIT_SCRIPT), "ddp", str(tmp_path)], capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-4000:]
+    for objective in ("contrastive", "sft"):
+        ranks = [torch.load(tmp_path / f"{objective}.{rank}.pt", weights_only=True) for rank in range(2)]
+        assert all(len(r["losses"]) == 2 and all(torch.isfinite(loss) for loss in r["losses"]) for r in ranks)
+        ids = [{i for batch in r["batches"] for i in batch["ids"]} for r in ranks]
+        assert len(ids[0]) == len(ids[1]) == 4 and not ids[0] & ids[1]  # the sampler split the data
+        assert any("audio_values" in batch for batch in ranks[0]["batches"])
+        assert not any("audio_values" in batch for batch in ranks[1]["batches"])
+        for name, p in ranks[0]["parameters"].items():
+            assert torch.equal(p["local"], ranks[1]["parameters"][name]["local"]), f"{objective}: {name} differs"
+        if objective == "sft":  # step 1 is the unwrapped model's loss on the rank's batch
+            for r in ranks:
+                torch.testing.assert_close(r["losses"][0], r["single_process_loss"])

@@ -13,8 +13,9 @@ import torch.distributed as dist
 from mmr1.config import Config
 from mmr1.model import MEDIA_KEYS, MultimodalModel
 from mmr1.optim import build_optimizer
-from mmr1.scaling import checkpoint_activations, compile_core, core_blocks, encoder_blocks, shard
+from mmr1.scaling import checkpoint_activations, compile_core, fill_absent_media, shard, shard_units
 
+STEPS = ("training_step", "validation_step", "test_step", "predict_step")  # what Lightning calls, not forward
 PARTS = {"vision": ("vision",), "text": ("text_encoder",), "audio": ("audio",),
          "fusion": ("fusion", "prefix_proj"), "core": ("core",)}
 
@@ -133,9 +134,15 @@ class ObjectiveModule(L.LightningModule):
         if h.fsdp:
             if self.device_mesh is None:
                 raise ValueError("fsdp: needs trainer.strategy ModelParallelStrategy (which provides the device mesh)")
-            shard(core_blocks(self.model) + encoder_blocks(self.model), self, self.device_mesh["data_parallel"])
+            shard(shard_units(self.model), self, self.device_mesh["data_parallel"], STEPS)
         if h.compile:
             compile_core(self.model)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Under FSDP2, blank inputs for the modalities only other ranks' batches have (see `fill_absent_media`)."""
+        if self.hparams.fsdp and dist.is_available() and dist.is_initialized():
+            fill_absent_media(batch, self.model, batch_size(batch))
+        return batch
 
     # ---- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self) -> dict:

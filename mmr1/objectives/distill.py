@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
-
 import torch
 
-from mmr1.config import Config
-from mmr1.datamodules.tokenizer import Tokenizer
 from mmr1.model import MultimodalModel
 from mmr1.objectives.base import ObjectiveModule, media
-from mmr1.objectives.frozen import FrozenModels, frozen
+from mmr1.objectives.frozen import FrozenModels, check_vocabulary, frozen
 from mmr1.rl.losses import distillation_loss
-
-
-def check_vocabulary(folder: str | Path, config: Config, student: Config, tokenizer: Optional[Tokenizer],
-                     what: str) -> None:
-    """ValueError unless the model saved in `folder` (config `config`) shares the student's vocabulary:
-    the same core vocab_size and, when both are known, the same tokenizer."""
-    if config.core.vocab_size != student.core.vocab_size:
-        raise ValueError(f"{what}: {folder} has core.vocab_size={config.core.vocab_size}, the student "
-                         f"{student.core.vocab_size}; both must share one vocabulary")
-    if tokenizer is not None and (Path(folder) / "tokenizer.json").is_file():
-        if Tokenizer.from_pretrained(folder).backend.get_vocab() != tokenizer.backend.get_vocab():
-            raise ValueError(f"{what}: the tokenizer in {folder} differs from the training data's; both must "
-                             "share one vocabulary")
 
 
 class DistillModule(FrozenModels, ObjectiveModule):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
 
 from mmr1.core import CoreOutput
 from mmr1.model import MultimodalModel

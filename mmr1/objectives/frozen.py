@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 from torch import nn
+
+from mmr1.config import Config
+from mmr1.datamodules.tokenizer import Tokenizer
 
 
 def frozen(model: nn.Module) -> nn.Module:
@@ -29,3 +35,16 @@ class FrozenModels:
 
     def on_test_start(self) -> None:
         self._move_frozen()
+
+
+def check_vocabulary(folder: str | Path, config: Config, student: Config, tokenizer: Optional[Tokenizer],
+                     what: str) -> None:
+    """ValueError unless the model saved in `folder` (config `config`) shares the student's vocabulary:
+    the same core vocab_size and, when both are known, the same tokenizer."""
+    if config.core.vocab_size != student.core.vocab_size:
+        raise ValueError(f"{what}: {folder} has core.vocab_size={config.core.vocab_size}, the student "
+                         f"{student.core.vocab_size}; both must share one vocabulary")
+    if tokenizer is not None and (Path(folder) / "tokenizer.json").is_file():
+        if Tokenizer.from_pretrained(folder).backend.get_vocab() != tokenizer.backend.get_vocab():
+            raise ValueError(f"{what}: the tokenizer in {folder} differs from the training data's; both must "
+                             "share one vocabulary")

@@ -1,4 +1,5 @@
-"""GRPO: group-relative policy optimisation with rule rewards (DeepSeekMath, DeepSeek-R1).
+"""GRPO: group-relative policy optimisation with rule rewards (DeepSeekMath, DeepSeek-R1), plus
+optionally a learned reward model's score (R1 stage 2: rule rewards plus a reward model).
 
 The three batch-size knobs, all independent:
 - prompts per step: the datamodule's `batch_size` (B prompts sampled per optimizer step);
@@ -17,7 +18,8 @@ import torch
 
 from mmr1.model import media_inputs
 from mmr1.objectives.base import ObjectiveModule, batch_size
-from mmr1.objectives.frozen import FrozenModels, frozen
+from mmr1.objectives.frozen import FrozenModels, check_vocabulary, frozen
+from mmr1.objectives.reward_model import load_reward_model, score_rollout
 from mmr1.rl.grpo import group_advantages, grpo_loss
 from mmr1.rl.rewards import Rewards, parse_strict
 from mmr1.rl.rollout import completion_logprobs, decode_completions, sample_groups
@@ -36,6 +38,8 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         beta: float = 0.04,
         max_grad_norm: float = 1.0,
         rewards: Optional[Mapping[str, float]] = None,
+        reward_model: Optional[str] = None,
+        reward_model_weight: float = 1.0,
         **base,
     ):
         """
@@ -48,6 +52,8 @@ class GRPOModule(FrozenModels, ObjectiveModule):
             beta: weight of the k3 KL to the frozen reference model (0 disables the reference).
             max_grad_norm: gradient clipping (manual optimisation, so the Trainer's own is not used).
             rewards: reward name or import path -> weight; default accuracy 1.0 + format 0.5.
+            reward_model: a folder written by RewardModel.save_pretrained; its score, times
+                reward_model_weight, is added to the rule rewards. None = rule rewards only.
             **base: model, optimiser and freezing arguments of ObjectiveModule.
         """
         super().__init__(**base)
@@ -59,10 +65,18 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         self.automatic_optimization = False
         self.rewards = Rewards(rewards or {"accuracy": 1.0, "format": 0.5})
         self._frozen = {"reference": frozen(copy.deepcopy(self.model))} if beta else {}
+        if reward_model is not None:
+            self._frozen["reward_model"] = load_reward_model(reward_model, self.config)
 
     @property
     def reference(self):
         return self._frozen.get("reference")
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.hparams.reward_model is not None:
+            check_vocabulary(self.hparams.reward_model, self._frozen["reward_model"].model.config, self.config,
+                             self.tokenizer, "reward_model")
 
     # ---- one step ------------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -74,6 +88,10 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         records = [{"answer": a} for a in batch["answers"] for _ in range(G)]
         total, terms = self.rewards(completions, records)
         rewards = torch.tensor(total, device=self.device)  # [B*G]
+        learned = None  # [B*G] the reward model's scores
+        if h.reward_model is not None:
+            learned = score_rollout(self._frozen["reward_model"], batch, rollout)
+            rewards = rewards + h.reward_model_weight * learned
         advantages, zero_spread = group_advantages(rewards, G)
         N = rewards.numel()
         with torch.no_grad():
@@ -100,6 +118,7 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         logs = {
             "reward": rewards.mean(),
             "accuracy": torch.tensor(terms["accuracy"]).mean() if "accuracy" in terms else None,
+            "reward_model": learned.mean() if learned is not None else None,
             "kl": torch.stack([s.kl for s in stats]).mean(),
             "policy_loss": torch.stack([s.policy_loss for s in stats]).mean(),
             "clip_fraction": torch.stack([s.clip_fraction for s in stats]).mean(),
@@ -112,7 +131,7 @@ class GRPOModule(FrozenModels, ObjectiveModule):
                 self.log(f"train/{name}", value, prog_bar=name in ("reward", "accuracy"), batch_size=N)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        """Greedy answers to held-out prompts: accuracy, format rate and mean reward."""
+        """Greedy answers to held-out prompts: accuracy, format rate and mean rule reward (no reward model)."""
         h = self.hparams
         out = self.model.generate(batch["input_ids"], batch["attention_mask"], generation=dict(
             max_new_tokens=h.max_new_tokens, eos_token_id=self.tokenizer.eos_id), **media_inputs(batch))

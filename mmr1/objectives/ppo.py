@@ -16,9 +16,8 @@ from torch import nn
 
 from mmr1.model import MultimodalModel
 from mmr1.objectives.base import ObjectiveModule, batch_size, media
-from mmr1.objectives.distill import check_vocabulary
-from mmr1.objectives.frozen import FrozenModels, frozen
-from mmr1.objectives.reward_model import RewardModel
+from mmr1.objectives.frozen import FrozenModels, check_vocabulary, frozen
+from mmr1.objectives.reward_model import load_reward_model, score_rollout
 from mmr1.rl.grpo import token_logprobs
 from mmr1.rl.losses import gae, kl_penalised_rewards, ppo_loss
 from mmr1.rl.rewards import Rewards
@@ -95,9 +94,7 @@ class PPOModule(FrozenModels, ObjectiveModule):
         self.rewards = None if reward_model is not None else Rewards(rewards or {"accuracy": 1.0, "format": 0.5})
         self._frozen = {"reference": frozen(copy.deepcopy(self.model))}
         if reward_model is not None:
-            scorer = RewardModel.from_pretrained(reward_model)
-            check_vocabulary(reward_model, scorer.model.config, self.config, None, "reward_model")
-            self._frozen["reward_model"] = frozen(scorer)
+            self._frozen["reward_model"] = load_reward_model(reward_model, self.config)
 
     @property
     def reference(self) -> MultimodalModel:
@@ -119,9 +116,7 @@ class PPOModule(FrozenModels, ObjectiveModule):
     def score(self, batch: dict, rollout: Rollout) -> tuple[torch.Tensor, dict[str, list[float]]]:
         """Each response's score [N] and the rule terms ({} under a reward model)."""
         if self.rewards is None:
-            ids = torch.cat((rollout.prompt_ids, rollout.completion_ids), dim=1)  # [N, T+L]
-            mask = torch.cat((rollout.prompt_mask, rollout.completion_mask), dim=1)
-            return self._frozen["reward_model"](ids, mask, **media(batch)), {}
+            return score_rollout(self._frozen["reward_model"], batch, rollout), {}
         completions = decode_completions(self.tokenizer, rollout.completion_ids)
         total, terms = self.rewards(completions, [{"answer": a} for a in batch["answers"]])
         return torch.tensor(total, device=self.device), terms

@@ -12,11 +12,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mmr1.config import Config
 from mmr1.datamodules.tokenizer import Tokenizer
-from mmr1.model import MultimodalModel
+from mmr1.model import MultimodalModel, media_inputs
 from mmr1.objectives.base import ObjectiveModule
 from mmr1.objectives.dpo import pair_forward
+from mmr1.objectives.frozen import check_vocabulary, frozen
 from mmr1.rl.losses import bradley_terry_loss
+from mmr1.rl.rollout import Rollout
 
 HEAD_NAME = "reward_head.safetensors"
 
@@ -94,3 +97,20 @@ class RewardModelModule(ObjectiveModule):
         if self.trainer.is_global_zero:
             folder = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "reward_model"
             self.reward_model.save_pretrained(folder, self.tokenizer or Tokenizer.default())
+
+
+def load_reward_model(folder: str, config: Config) -> RewardModel:
+    """A frozen RewardModel from its folder, refused unless it shares the policy's vocabulary."""
+    scorer = RewardModel.from_pretrained(folder)
+    check_vocabulary(folder, scorer.model.config, config, None, "reward_model")
+    return frozen(scorer)
+
+
+@torch.no_grad()
+def score_rollout(scorer: RewardModel, batch: dict, rollout: Rollout) -> torch.Tensor:
+    """The reward model's score [B*G] of each sampled response after its prompt, under its prompt's media."""
+    G = rollout.group_size
+    ids = torch.cat((rollout.prompt_ids.repeat_interleave(G, dim=0), rollout.completion_ids), dim=1)  # [B*G, T+L]
+    mask = torch.cat((rollout.prompt_mask.repeat_interleave(G, dim=0), rollout.completion_mask), dim=1)
+    media = {k: v.repeat_interleave(G, dim=0) for k, v in media_inputs(batch).items()}  # each [B*G, ...]
+    return scorer(ids, mask, **media)

@@ -1,16 +1,53 @@
-"""Supervised fine-tuning: next-token cross-entropy on the response tokens only."""
+"""Supervised fine-tuning: next-token cross-entropy on the response tokens only, plus optionally
+cross-entropy of the classification head on records with a `label` (batch `class_labels`)."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from mmr1.objectives.base import ObjectiveModule, media
-from mmr1.objectives.losses import sft_loss
+from mmr1.objectives.losses import IGNORE, sft_loss
 
 
 class SFTModule(ObjectiveModule):
     """Cold-start / rejection-sampled / downstream SFT; the collator puts -100 on prompt and padding."""
 
+    def __init__(self, classification_weight: float = 0.0, **base):
+        """
+        Args:
+            classification_weight: weight of the class cross-entropy (needs `n_classes > 0` and
+                `class_labels` in every batch); 0 = language modelling only.
+            **base: model, optimiser and freezing arguments of ObjectiveModule.
+        """
+        super().__init__(**base)
+        if classification_weight < 0:
+            raise ValueError(f"classification_weight: expected >= 0, got {classification_weight}")
+        if classification_weight and not self.config.n_classes:
+            raise ValueError("classification_weight: the model has no classification head; set n_classes > 0 "
+                             "(overrides: {n_classes: K}) or classification_weight: 0")
+        self.save_hyperparameters()
+
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
         out, _ = self.model(batch["input_ids"], batch["attention_mask"], **media(batch))
-        return {"loss": sft_loss(out.logits, batch["labels"])}  # logits [B, T, V]
+        terms = {"loss": sft_loss(out.logits, batch["labels"])}  # logits [B, T, V]
+        weight = self.hparams.classification_weight
+        if weight:
+            terms["lm"] = terms["loss"]
+            terms["classification"] = self.classification_loss(batch)
+            terms["loss"] = terms["lm"] + weight * terms["classification"]
+        return terms
+
+    def classification_loss(self, batch: dict) -> torch.Tensor:
+        """Cross-entropy of the class logits from the pooled prompt (the response would give the answer away)."""
+        if "class_labels" not in batch:
+            raise ValueError("classification_weight: a batch has no class_labels; every record needs a `label` "
+                             "(a class index, or one of its `choices`)")
+        labels = batch["class_labels"]  # [B]
+        if int(labels.max()) >= self.config.n_classes:
+            raise ValueError(f"class_labels: label {int(labels.max())} is out of range for n_classes="
+                             f"{self.config.n_classes}")
+        prompt = batch["attention_mask"].bool() & (batch["labels"] == IGNORE)  # [B, T], right-padded prefixes
+        width = int(prompt.sum(dim=1).max())
+        logits = self.model.classify(batch["input_ids"][:, :width], prompt[:, :width], **media(batch))  # [B, C]
+        return F.cross_entropy(logits.float(), labels)

@@ -139,3 +139,25 @@ def test_pad():
     assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and mask.tolist() == [[True] * 3, [False, False, True]]
     ids, mask = pad([[4], []], 9)
     assert ids.tolist() == [[4], [9]] and mask.tolist() == [[True], [False]]
+
+
+def test_sft_class_labels_from_an_index_or_a_choice(tok):
+    choices = ["red", "green", "blue"]
+    examples = [example(id="a", label=2, choices=choices), example(id="b", label="green", choices=choices),
+                example(id="c", label=0)]
+    batch = Collator(tok, "sft")(examples)
+    assert batch["class_labels"].dtype == torch.long and batch["class_labels"].tolist() == [2, 1, 0]
+    assert "class_labels" not in Collator(tok, "sft")([example(), example()])
+
+
+@pytest.mark.parametrize("fields", [{"label": "purple", "choices": ["red", "green"]},
+                                    {"label": 2, "choices": ["red", "green"]},
+                                    {"label": -1}, {"label": True}, {"label": None}])
+def test_a_label_that_names_no_class_names_the_record(tok, fields):
+    with pytest.raises(ValueError, match="record bad: label"):
+        Collator(tok, "sft")([example(id="ok", label=0), example(id="bad", **fields)])
+
+
+def test_no_text_ids_for_a_model_without_a_text_encoder(tok):
+    batch = Collator(tok, "sft", encode_text=False)([example()])
+    assert "text_ids" not in batch and "input_ids" in batch

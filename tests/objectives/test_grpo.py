@@ -1,4 +1,5 @@
-"""GRPO trains through a real Trainer on the built-in data, with B > 1 prompts, and memory stays flat."""
+"""GRPO trains through a real Trainer on the built-in data, with B > 1 prompts, and memory stays flat;
+a learned reward model's score is added to the rule rewards."""
 
 import resource
 
@@ -6,8 +7,14 @@ import lightning as L
 import pytest
 import torch
 
+from mmr1.config import Config
 from mmr1.datamodules.datamodules import RLPromptDataModule
+from mmr1.datamodules.tokenizer import Tokenizer
+from mmr1.model import MultimodalModel
 from mmr1.objectives.grpo import GRPOModule
+from mmr1.objectives.reward_model import score_rollout
+from mmr1.objectives.reward_model import RewardModel
+from mmr1.rl.rollout import sample_groups
 
 
 def trainer(steps: int, **kwargs) -> L.Trainer:
@@ -34,6 +41,51 @@ def test_grpo_steps_update_the_policy_and_log_every_term():
     validated = t.validate(module, data, verbose=False)[0]
     assert {"val/accuracy", "val/format_rate", "val/reward"} <= set(validated)
     assert not any("reference" in k or "_frozen" in k for k in module.state_dict())
+
+
+@pytest.fixture(scope="module")
+def reward_folder(tmp_path_factory):
+    torch.manual_seed(0)
+    scorer = RewardModel(MultimodalModel(Config.from_name("tiny", core={"n_layers": 1})))
+    return scorer.save_pretrained(tmp_path_factory.mktemp("rm"), Tokenizer.default())
+
+
+def test_score_rollout_scores_each_response_after_its_own_prompt(reward_folder):
+    torch.manual_seed(0)
+    scorer = RewardModel.from_pretrained(reward_folder)
+    data = RLPromptDataModule(config=scorer.model.config, batch_size=2, synth_train_size=2, augment=False)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    rollout = sample_groups(scorer.model, batch, 2, 4)
+    scores = score_rollout(scorer, batch, rollout)  # [4]
+    for row in range(4):
+        prompt = row // 2
+        ids = torch.cat((batch["input_ids"][prompt][batch["attention_mask"][prompt]],
+                         rollout.completion_ids[row][rollout.completion_mask[row]]))[None]
+        media = {k: batch[k][prompt:prompt + 1] for k in ("pixel_values", "image_mask", "audio_values",
+                                                           "audio_lengths", "text_ids", "text_mask")}
+        with torch.no_grad():
+            alone = scorer(ids, torch.ones_like(ids, dtype=torch.bool), **media)
+        torch.testing.assert_close(scores[row:row + 1], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_reward_model_score_is_added_to_the_rule_rewards(reward_folder):
+    torch.manual_seed(0)
+    module = GRPOModule(group_size=2, micro_batch_size=4, max_new_tokens=6, beta=0.0, rewards={"format": 0.0},
+                        reward_model=str(reward_folder), reward_model_weight=2.0,
+                        overrides={"core": {"n_layers": 1}})
+    data = RLPromptDataModule(config=module.config, batch_size=2, synth_train_size=4, synth_val_size=2)
+    t = trainer(1, limit_val_batches=0)
+    t.fit(module, data)
+    logged = t.callback_metrics
+    assert torch.isfinite(logged["train/reward_model"]) and logged["train/reward_model"] != 0
+    torch.testing.assert_close(logged["train/reward"], 2.0 * logged["train/reward_model"])  # rule terms weigh 0
+    assert not any("reward_model" in k for k in module.state_dict())
+
+
+def test_reward_model_with_another_vocabulary_is_refused(reward_folder):
+    with pytest.raises(ValueError, match="reward_model: .* core.vocab_size=512"):
+        GRPOModule(reward_model=str(reward_folder), overrides={"core": {"vocab_size": 600}})
 
 
 def test_knobs_are_checked():
