@@ -138,11 +138,19 @@ class ObjectiveModule(L.LightningModule):
         if h.compile:
             compile_core(self.model)
 
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+    def _fill_absent_media(self, batch: dict) -> None:
         """Under FSDP2, blank inputs for the modalities only other ranks' batches have (see `fill_absent_media`)."""
         if self.hparams.fsdp and dist.is_available() and dist.is_initialized():
             fill_absent_media(batch, self.model, batch_size(batch))
-        return batch
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        self._fill_absent_media(batch)
+
+    def on_validation_batch_start(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._fill_absent_media(batch)
+
+    def on_test_batch_start(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._fill_absent_media(batch)
 
     # ---- optimisation ---------------------------------------------------------------------
     def configure_optimizers(self) -> dict:

@@ -17,6 +17,10 @@ from mmr1.objectives.reward_model import RewardModel
 from mmr1.rl.rollout import sample_groups
 
 
+SHALLOW = {"core": {"n_layers": 1, "n_refine_iters": 0}, "vision": {"depth": 1}, "audio": {"depth": 1},
+           "text": {"depth": 1}}  # the wiring under test does not depend on depth
+
+
 def trainer(steps: int, **kwargs) -> L.Trainer:
     return L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
                      enable_progress_bar=False, enable_model_summary=False, **kwargs)
@@ -24,7 +28,7 @@ def trainer(steps: int, **kwargs) -> L.Trainer:
 
 def test_grpo_steps_update_the_policy_and_log_every_term():
     torch.manual_seed(0)
-    module = GRPOModule(group_size=3, micro_batch_size=3, max_new_tokens=8, ppo_epochs=2,
+    module = GRPOModule(group_size=3, micro_batch_size=3, max_new_tokens=8, ppo_epochs=2, overrides=SHALLOW,
                         rewards={"accuracy": 1.0, "format": 0.5, "language": 0.1})
     data = RLPromptDataModule(config=module.config, batch_size=2, synth_train_size=8, synth_val_size=2)
     before = {k: v.clone() for k, v in module.model.named_parameters()}
@@ -98,7 +102,7 @@ def test_knobs_are_checked():
 @pytest.mark.slow
 def test_memory_stays_flat_over_50_steps():
     torch.manual_seed(0)
-    module = GRPOModule(group_size=2, micro_batch_size=4, max_new_tokens=6)
+    module = GRPOModule(group_size=2, micro_batch_size=4, max_new_tokens=4, overrides=SHALLOW)
     data = RLPromptDataModule(config=module.config, batch_size=2, synth_train_size=200, synth_val_size=2)
     peaks = []
 

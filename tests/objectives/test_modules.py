@@ -62,12 +62,12 @@ def test_contrastive_validation_logs_recall_both_ways():
 
 def test_sft_reduces_training_loss():
     torch.manual_seed(0)
-    module = SFTModule(lr=3e-3, warmup_steps=3)
+    module = SFTModule(lr=3e-3, warmup_steps=3, overrides={"core": {"n_layers": 2}})
     dm = SFTDataModule(config=module.config, batch_size=4, synth_train_size=4, augment=False)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     first = module.losses(batch)["loss"].item()
-    L.Trainer(accelerator="cpu", max_steps=30, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    L.Trainer(accelerator="cpu", max_steps=20, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False, limit_val_batches=0).fit(module, dm)
     module.eval()
     with torch.no_grad():
