@@ -196,7 +196,7 @@ def _load_ckpt(path: Path, config: Optional[Path]):
     from mmr1.checkpoint import safe_torch_load
     from mmr1.config import Config
     from mmr1.datamodules.tokenizer import Tokenizer
-    from mmr1.training import MODEL_PREFIX, stored_tokenizer
+    from mmr1.training import load_objective_weights, stored_tokenizer
 
     checkpoint = safe_torch_load(path)
     config = config or (path.parent / "config.json" if (path.parent / "config.json").is_file() else None)
@@ -210,11 +210,8 @@ def _load_ckpt(path: Path, config: Optional[Path]):
         model_config = Config.from_dict(checkpoint["mmr1_config"])
     else:
         raise ValueError(f"{path}: no config; pass --config config.json or put config.json beside the .ckpt")
-    model = MultimodalModel(model_config)
-    state = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint.get("state_dict", {}).items()
-             if k.startswith(MODEL_PREFIX)}
     try:
-        model.load_state_dict(state)
+        model = load_objective_weights(MultimodalModel(model_config), checkpoint)
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not match the config ({str(e).splitlines()[0]} …)") from e
     if "mmr1_tokenizer" in checkpoint or not (path.parent / "tokenizer.json").is_file():

@@ -172,7 +172,7 @@ class Pipeline:
                             default_root_dir=folder, **trainer_args)
         last = folder / "checkpoints" / "last.ckpt"
         trainer.fit(module, data, ckpt_path=str(last) if last.is_file() else None)
-        return module.model.save_pretrained(folder / "model", data.collator.tokenizer)
+        return module.export_model().save_pretrained(folder / "model", data.collator.tokenizer)
 
     def _sample(self, spec: dict, model_folder: Any, folder: Path) -> None:
         from mmr1.sampling_cmd import rejection_sample

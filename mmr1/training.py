@@ -21,6 +21,7 @@ from mmr1.callbacks import AtomicCheckpointIO, ResumableSampling
 from mmr1.checkpoint import safe_torch_load
 from mmr1.config import Config
 from mmr1.datamodules.tokenizer import Tokenizer
+from mmr1.lora import apply_lora, merge_lora_in_place
 from mmr1.model import MultimodalModel
 from mmr1.objectives.base import ObjectiveModule
 
@@ -28,14 +29,25 @@ MODEL_PREFIX = "model."  # where ObjectiveModule keeps the MultimodalModel in it
 
 
 def export_ckpt(ckpt_path: str | Path, out_folder: str | Path) -> Path:
-    """Turn a Lightning `.ckpt` written by an ObjectiveModule into a checkpoint folder (weights-only load)."""
+    """Turn a Lightning `.ckpt` written by an ObjectiveModule into a checkpoint folder (weights-only load);
+    LoRA adapters are merged, so the folder holds plain weights."""
     checkpoint = safe_torch_load(ckpt_path)
     if "mmr1_config" not in checkpoint:
         raise ValueError(f"{ckpt_path}: no mmr1_config; expected a checkpoint written by an mmr1 objective")
-    model = MultimodalModel(Config.from_dict(checkpoint["mmr1_config"]))
-    state = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
-    model.load_state_dict(state)
+    model = load_objective_weights(MultimodalModel(Config.from_dict(checkpoint["mmr1_config"])), checkpoint)
     return model.save_pretrained(out_folder, stored_tokenizer(checkpoint.get("mmr1_tokenizer")))
+
+
+def load_objective_weights(model: MultimodalModel, checkpoint: dict) -> MultimodalModel:
+    """Load the model weights of an objective's `.ckpt` into `model`; adapters trained with LoRA
+    (`checkpoint["mmr1_lora"]`) are injected, loaded, then merged into plain Linear layers."""
+    state = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint.get("state_dict", {}).items()
+             if k.startswith(MODEL_PREFIX)}
+    lora = checkpoint.get("mmr1_lora")
+    if lora is not None:
+        apply_lora(model, **lora)
+    model.load_state_dict(state)
+    return merge_lora_in_place(model) if lora is not None else model
 
 
 def stored_tokenizer(stored: Optional[dict]) -> Tokenizer:
@@ -59,7 +71,7 @@ class ExportBest(L.Callback):
         if path:
             export_ckpt(path, folder)
         else:
-            pl_module.model.save_pretrained(folder, pl_module.tokenizer or Tokenizer.default())
+            pl_module.export_model().save_pretrained(folder, pl_module.tokenizer or Tokenizer.default())
 
 
 class TrainingCLI(LightningCLI):

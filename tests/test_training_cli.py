@@ -68,3 +68,28 @@ def test_shipped_config_builds_linked_model_and_data(config, tmp_path, monkeypat
     assert cli.trainer.max_steps <= 500
     assert any(isinstance(c, RichProgressBar) for c in cli.trainer.callbacks)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_lora_fit_exports_merged_plain_weights(tmp_path, monkeypatch):
+    """2 steps of configs/tiny_lora.yaml on a 1-layer core: the export is a plain model equal to the merged .ckpt."""
+    from mmr1.inference import load_model
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["mmr1"])
+    config = CONFIGS[[c.name for c in CONFIGS].index("tiny_lora.yaml")]
+    cli_main(["fit", "--config", str(config), "--model.init_args.overrides", '{"core": {"n_layers": 1}}',
+              "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
+              "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+              "--trainer.default_root_dir", str(tmp_path), "--checkpoint.dirpath", str(tmp_path / "checkpoints"),
+              "--data.init_args.batch_size", "2", "--data.init_args.synth_train_size", "8",
+              "--data.init_args.synth_val_size", "2"])
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["mmr1_lora"]["targets"] == ["q_proj", "v_proj"]
+    assert any("lora_B" in k for k in checkpoint["state_dict"])
+    exported = MultimodalModel.from_pretrained(tmp_path / "export")
+    assert not any("lora_" in k or "base_layer" in k for k in exported.state_dict())
+    base_weight = checkpoint["state_dict"]["model.core.layers.0.self_attn.q_proj.base_layer.weight"]
+    assert not torch.equal(exported.core.layers[0].self_attn.q_proj.weight, base_weight)  # the adapter is merged in
+    merged, _ = load_model(tmp_path / "checkpoints" / "last.ckpt")
+    for name, value in merged.state_dict().items():
+        torch.testing.assert_close(exported.state_dict()[name], value)

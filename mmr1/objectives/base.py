@@ -3,6 +3,7 @@ MoE bias balancing after each optimizer step, and a loss guard that names the st
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Optional, Sequence
 
@@ -11,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from mmr1.config import Config
+from mmr1.lora import LoraSettings, apply_lora, merge_lora_in_place
 from mmr1.model import MEDIA_KEYS, MultimodalModel
 from mmr1.optim import build_optimizer
 from mmr1.scaling import checkpoint_activations, compile_core, fill_absent_media, shard, shard_units
@@ -77,6 +79,7 @@ class ObjectiveModule(L.LightningModule):
         activation_checkpointing: bool = False,
         compile: bool = False,
         fsdp: bool = False,
+        lora: Optional[LoraSettings] = None,
     ):
         """
         Args:
@@ -89,17 +92,27 @@ class ObjectiveModule(L.LightningModule):
             compile: `torch.compile` each core block (needs a C++ compiler on CPU; first steps are slow).
             fsdp: shard each block and the rest across the data-parallel mesh (FSDP2); needs
                 `trainer.strategy: lightning.pytorch.strategies.ModelParallelStrategy`.
+            lora: train LoRA adapters only (`mmr1.lora.apply_lora` keyword arguments), e.g.
+                {"r": 8, "targets": ["q_proj", "v_proj"], "parts": ["core"]}; merged on export.
         """
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(preset, overrides, init_from)
         freeze_parts(self.model, freeze)
+        if lora is not None:
+            apply_lora(self.model, **lora)
         self.tokenizer = None  # set from the datamodule in `setup`; exported with the weights
         self._scaled = False  # `configure_model` runs once per fit/validate/test; the knobs apply once
 
     @property
     def config(self) -> Config:
         return self.model.config
+
+    def export_model(self) -> MultimodalModel:
+        """The model to save: a merged copy when training LoRA adapters, else the model itself."""
+        if self.hparams.lora is None:
+            return self.model
+        return merge_lora_in_place(copy.deepcopy(self.model))
 
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -185,8 +198,10 @@ class ObjectiveModule(L.LightningModule):
                                  f"{len(self.tokenizer)} tokens")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the config (and the tokenizer) as plain data, so `export_ckpt` needs no pickle."""
+        """Store the config (and the LoRA settings, the tokenizer) as plain data, so `export_ckpt` needs no pickle."""
         checkpoint["mmr1_config"] = self.config.to_dict()
+        if self.hparams.lora is not None:
+            checkpoint["mmr1_lora"] = dict(self.hparams.lora)
         if self.tokenizer is not None:
             checkpoint["mmr1_tokenizer"] = {"json": self.tokenizer.backend.to_str(), "pad_token":
                                             self.tokenizer.pad_token, "mask_token": self.tokenizer.mask_token}

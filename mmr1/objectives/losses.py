@@ -86,6 +86,11 @@ def masked_regression_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch
     return ((pred.float() - target.float()) ** 2).mean(-1)[mask].mean()
 
 
+def masked_token_loss(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """CE of logits [B, N, K] against codes [B, N] over the masked items mask [B, N] only (discrete MIM)."""
+    return token_cross_entropy(logits, codes.masked_fill(~mask, IGNORE))
+
+
 def normalised_patches(pixels: torch.Tensor, patch: int) -> torch.Tensor:
     """pixels [B, 3, H, W] → [B, N, patch*patch*3] patches, each normalised to zero mean, unit variance (MAE)."""
     B, C, H, W = pixels.shape

@@ -1,28 +1,49 @@
-"""Masked modelling: MLM on the text encoder, MIM (normalised-pixel regression) on the ViT, MAM on log-mel frames."""
+"""Masked modelling: MLM on the text encoder, MIM on the ViT (normalised-pixel regression or the patches'
+visual words from a fitted codebook), MAM on log-mel frames."""
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import nn
 
 from mmr1.objectives.base import ObjectiveModule
-from mmr1.objectives.losses import masked_regression_loss, mlm_loss, normalised_patches
+from mmr1.objectives.codebook import PatchCodebook
+from mmr1.objectives.losses import masked_regression_loss, masked_token_loss, mlm_loss, normalised_patches
 from mmr1.objectives.masking import AUDIO_STRIDE, frame_blocks, mask_frames, random_mask, vit_masked_tokens
+
+MIM_TARGETS = ("pixels", "tokens")
 
 
 class MaskedModule(ObjectiveModule):
     """loss = λ_mlm·MLM + λ_mim·MIM + λ_mam·MAM over whatever modalities a batch holds; each term is logged."""
 
     def __init__(self, *args, mlm_weight: float = 1.0, mim_weight: float = 1.0, mam_weight: float = 1.0,
-                 mim_ratio: float = 0.5, mam_ratio: float = 0.3, **kwargs):
-        """*_weight: λ of each term (0 turns it off); mim_ratio / mam_ratio: share of patches / audio tokens masked."""
+                 mim_ratio: float = 0.5, mam_ratio: float = 0.3, mim_target: Literal["pixels", "tokens"] = "pixels",
+                 codebook_size: int = 256, codebook_decay: float = 0.99, **kwargs):
+        """
+        Args:
+            *_weight: λ of each term (0 turns it off).
+            mim_ratio / mam_ratio: share of patches / audio tokens masked.
+            mim_target: what MIM predicts for a masked patch: "pixels" regresses its normalised pixels (MAE);
+                "tokens" classifies it as the nearest of `codebook_size` visual words, a codebook of
+                normalised patches this module fits by online k-means on each training batch (see PatchCodebook).
+            codebook_size / codebook_decay: the number of visual words; how fast old batches fade from them.
+        """
+        if mim_target not in MIM_TARGETS:
+            raise ValueError(f"mim_target: unknown {mim_target!r}; expected one of {list(MIM_TARGETS)}")
         super().__init__(*args, **kwargs)
         m = self.model
         self.mlm_head = nn.Linear(m.text_encoder.width, m.text_encoder.vocab_size) if m.text_encoder else None
         if m.vision is not None:
             patch = m.vision.model.patch_embed.patch_size[0]
             self.mask_token = nn.Parameter(torch.zeros(m.vision.width))
-            self.mim_head = nn.Linear(m.vision.width, patch * patch * 3)
+            if mim_target == "tokens":
+                self.codebook = PatchCodebook(codebook_size, patch * patch * 3, codebook_decay)
+                self.mim_head = nn.Linear(m.vision.width, codebook_size)
+            else:
+                self.mim_head = nn.Linear(m.vision.width, patch * patch * 3)
         if m.audio is not None:
             self.mam_head = nn.Linear(m.audio.width, AUDIO_STRIDE * m.audio.cfg.n_mels)
 
@@ -41,12 +62,18 @@ class MaskedModule(ObjectiveModule):
         return {"loss": sum(weights[k] * v for k, v in terms.items()), **terms}
 
     def mim(self, pixels: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
-        """Regress the normalised pixels of masked patches of the images present."""
+        """Predict the masked patches of the images present: their normalised pixels, or their codes
+        after a k-means step of the codebook on the batch's patches (training only)."""
         vit = self.model.vision.model
-        target = normalised_patches(pixels, vit.patch_embed.patch_size[0])  # [B, N, p*p*3]
-        patch_mask = random_mask(image_mask[:, None].expand(target.shape[:2]), self.hparams.mim_ratio)  # [B, N]
+        patches = normalised_patches(pixels, vit.patch_embed.patch_size[0])  # [B, N, p*p*3]
+        present = image_mask[:, None].expand(patches.shape[:2])  # [B, N]
+        patch_mask = random_mask(present, self.hparams.mim_ratio)  # [B, N]
         tokens = vit_masked_tokens(vit, pixels, patch_mask, self.mask_token)  # [B, N, D]
-        return masked_regression_loss(self.mim_head(tokens), target, patch_mask)
+        if self.hparams.mim_target == "pixels":
+            return masked_regression_loss(self.mim_head(tokens), patches, patch_mask)
+        if self.training:
+            self.codebook.update(patches[present])  # [M, p*p*3]
+        return masked_token_loss(self.mim_head(tokens), self.codebook(patches), patch_mask)
 
     def mam(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Regress the log-mel frames under masked audio tokens from the encoder's states."""

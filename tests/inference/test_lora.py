@@ -1,42 +1,107 @@
-"""LoRA on the core: only adapters train, training changes outputs, merging keeps them."""
+"""LoRA in place: only adapters train, training changes outputs, merging keeps them, exports are plain."""
 
 import pytest
 import torch
+from torch import nn
 
 from mmr1.config import Config
-from mmr1.lora import apply_lora, lora_parameters, merge_lora
+from mmr1.lora import apply_lora, lora_parameters, merge_lora_in_place
 from mmr1.model import MultimodalModel
+from mmr1.objectives.base import ObjectiveModule
+from mmr1.training import export_ckpt
+
+TEXT_ONLY = {"vision": None, "audio": None, "text": None, "core": {"n_layers": 1}}
+LORA = {"r": 4, "targets": ["q_proj", "v_proj"], "parts": ["core"], "alpha": 8}
+
+
+def next_token_loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    logits = model(ids)[0].logits  # [B, T, V]
+    return nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:])
+
+
+def perturb_adapters(model: nn.Module) -> None:
+    """B starts at zero (an untrained adapter is the identity); give it weights so merging has work to do."""
+    with torch.no_grad():
+        for p in lora_parameters(model):
+            p.normal_(std=0.05)
 
 
 def test_lora_trains_only_adapters_and_merges_exactly():
     torch.manual_seed(0)
-    model = MultimodalModel(Config.from_name("tiny", vision=None, audio=None, text=None)).eval()
+    model = MultimodalModel(Config.from_name("tiny", **TEXT_ONLY)).eval()
     ids = torch.randint(11, 500, (2, 10))
     with torch.no_grad():
         before = model(ids)[0].logits
-    lora = apply_lora(model, r=4, targets=["q_proj", "v_proj"], parts=["core"])
-    trainable = [p for p in lora.parameters() if p.requires_grad]
-    assert trainable and len(trainable) == len(lora_parameters(lora))
-    frozen = {n: p.detach().clone() for n, p in lora.named_parameters() if not p.requires_grad}
-    optimizer = torch.optim.SGD(lora_parameters(lora), lr=0.1)
+    assert apply_lora(model, r=4, targets=["q_proj", "v_proj"], parts=["core"]) is model
+    assert isinstance(model.core, nn.Module) and not hasattr(model, "peft_config")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and len(trainable) == len(lora_parameters(model))
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    optimizer = torch.optim.SGD(lora_parameters(model), lr=0.1)
     for _ in range(3):
-        loss = torch.nn.functional.cross_entropy(lora(ids)[0].logits[:, :-1].transpose(1, 2), ids[:, 1:])
+        loss = next_token_loss(model, ids)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert all(torch.equal(p, frozen[n]) for n, p in lora.named_parameters() if n in frozen)
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
     with torch.no_grad():
-        unmerged = lora(ids)[0].logits
+        unmerged = model(ids)[0].logits
     assert (unmerged - before).abs().max() > 1e-3
-    merged = merge_lora(lora)
-    assert type(merged) is MultimodalModel and not lora_parameters(merged)
+    assert merge_lora_in_place(model) is model
+    assert not lora_parameters(model) and type(model.core.layers[0].self_attn.q_proj) is nn.Linear
+    assert set(model.state_dict()) == set(MultimodalModel(model.config).state_dict())
     with torch.no_grad():
-        torch.testing.assert_close(merged(ids)[0].logits, unmerged, atol=1e-6, rtol=0)
+        torch.testing.assert_close(model(ids)[0].logits, unmerged, atol=1e-6, rtol=0)
+
+
+def test_lora_on_encoders_merges_exactly():
+    torch.manual_seed(0)
+    model = MultimodalModel(Config.from_name("tiny", audio=None, text=None, core={"n_layers": 1})).eval()
+    apply_lora(model, r=2, targets=["qkv", "fc1"], parts=["vision"])
+    adapted = {n for n, _ in model.named_parameters() if "lora_" in n}
+    assert adapted and all(n.startswith("vision.") for n in adapted)
+    perturb_adapters(model)
+    ids, pixels = torch.randint(11, 500, (2, 6)), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        unmerged = model(ids, pixel_values=pixels)[0].logits
+        merged = merge_lora_in_place(model)(ids, pixel_values=pixels)[0].logits
+    torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=0)
 
 
 def test_lora_target_errors():
-    model = MultimodalModel(Config.from_name("tiny", vision=None, audio=None, text=None))
+    model = MultimodalModel(Config.from_name("tiny", **TEXT_ONLY))
     with pytest.raises(ValueError, match="no Linear layer"):
         apply_lora(model, 4, ["nope_proj"])
     with pytest.raises(ValueError, match="unknown part"):
         apply_lora(model, 4, ["q_proj"], parts=["brain"])
+
+
+def test_objective_with_lora_steps_only_adapters_and_exports_plain_weights(tmp_path):
+    torch.manual_seed(0)
+    module = ObjectiveModule(overrides=TEXT_ONLY, lora=LORA, warmup_steps=0)
+    base = {n: p.detach().clone() for n, p in module.named_parameters() if "lora_" not in n}
+    optimizer = module.configure_optimizers()["optimizer"]
+    ids = torch.randint(11, 500, (2, 10))
+    for _ in range(2):
+        optimizer.zero_grad()
+        next_token_loss(module.model, ids).backward()
+        optimizer.step()
+    assert all(torch.equal(p, base[n]) for n, p in module.named_parameters() if n in base)
+    assert any(p.abs().sum() > 0 for n, p in module.named_parameters() if "lora_B" in n)
+    module.model.eval()
+    with torch.no_grad():
+        expected = module.model(ids)[0].logits
+
+    exported = MultimodalModel.from_pretrained(module.export_model().save_pretrained(tmp_path / "direct")).eval()
+    assert lora_parameters(module.model), "export_model merges a copy; the module keeps training adapters"
+
+    checkpoint = {"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()}}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["mmr1_lora"] == LORA
+    torch.save(checkpoint, tmp_path / "lora.ckpt")
+    from_ckpt = MultimodalModel.from_pretrained(export_ckpt(tmp_path / "lora.ckpt", tmp_path / "export")).eval()
+
+    for model in (exported, from_ckpt):
+        assert not any("lora_" in k or "base_layer" in k for k in model.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(model(ids)[0].logits, expected, atol=1e-5, rtol=0)
