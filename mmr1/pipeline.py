@@ -133,8 +133,9 @@ class Pipeline:
             model_folder = self._train(name, spec, previous_model, folder)
         metrics = evaluate(model_folder, self.recipe)
         metrics["minutes"] = round((time.perf_counter() - start) / 60, 2)
-        if spec["objective"] == SAMPLING:
-            metrics.update(json.loads((folder / "sampling.json").read_text()))
+        for extra in ("sampling.json", "retrieval.json"):
+            if (folder / extra).is_file():
+                metrics.update(json.loads((folder / extra).read_text()))
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
     def _ref(self, value: Any, default: Optional[Path] = None) -> Any:
@@ -172,6 +173,13 @@ class Pipeline:
                             default_root_dir=folder, **trainer_args)
         last = folder / "checkpoints" / "last.ckpt"
         trainer.fit(module, data, ckpt_path=str(last) if last.is_file() else None)
+        if spec["objective"] == "contrastive":  # retrieval R@1 on held-out pairs, beside chance
+            checker = L.Trainer(accelerator=trainer_args["accelerator"], devices=1, logger=False,
+                                enable_progress_bar=False, enable_model_summary=False)
+            recall = {k.removeprefix("val/"): round(v, 4) for k, v in checker.validate(module, data, verbose=False)[0]
+                      .items() if "/r1_" in k}
+            recall["r1_chance"] = round(1 / data.hparams.batch_size, 4)
+            (folder / "retrieval.json").write_text(json.dumps(recall, indent=2) + "\n")
         return module.export_model().save_pretrained(folder / "model", data.collator.tokenizer)
 
     def _sample(self, spec: dict, model_folder: Any, folder: Path) -> None:
@@ -189,7 +197,8 @@ class Pipeline:
 
 
 def evaluate(model_folder: Path, recipe: Recipe) -> dict:
-    """Greedy answers to held-out synthetic test records: accuracy, format rate, mean reward."""
+    """Greedy answers to held-out synthetic test records: accuracy, format rate, mean reward, and the
+    accuracy with the image or the audio withheld (what the model gets from each modality)."""
     from mmr1.datamodules.synth import Synth
     from mmr1.inference import QAPipeline
     from mmr1.rl.rewards import Rewards, accuracy_reward, format_reward
@@ -197,26 +206,37 @@ def evaluate(model_folder: Path, recipe: Recipe) -> dict:
     qa = QAPipeline.from_pretrained(model_folder)
     vision = qa.model.config.vision
     synth = Synth(seed=recipe.seed, split="test", image_size=vision.image_size if vision is not None else 32)
-    rewards = Rewards(recipe.rewards)
     records = [synth.record(i) for i in range(recipe.eval_size)]
-    completions = []
-    for start in range(0, len(records), recipe.eval_batch_size):
-        chunk = records[start:start + recipe.eval_batch_size]
-        results = qa([r["question"] for r in chunk], image=[r["image"] for r in chunk],
-                     audio=[r["audio"] for r in chunk], max_new_tokens=recipe.max_new_tokens)
-        completions += [res.text for res in results]
-    total, _ = rewards(completions, records)
+
+    def answer(withheld: str = "") -> list[str]:
+        completions = []
+        for start in range(0, len(records), recipe.eval_batch_size):
+            chunk = records[start:start + recipe.eval_batch_size]
+            results = qa([r["question"] for r in chunk], max_new_tokens=recipe.max_new_tokens,
+                         image=[None if withheld == "image" else r["image"] for r in chunk],
+                         audio=[None if withheld == "audio" else r["audio"] for r in chunk])
+            completions += [res.text for res in results]
+        return completions
+
+    def accuracy(completions: list[str]) -> float:
+        return round(sum(accuracy_reward(c, r["answer"]) for c, r in zip(completions, records)) / n, 4)
+
     n = len(records)
+    completions = answer()
+    total, _ = Rewards(recipe.rewards)(completions, records)
     return {
-        "accuracy": round(sum(accuracy_reward(c, r["answer"]) for c, r in zip(completions, records)) / n, 4),
+        "accuracy": accuracy(completions),
         "format_rate": round(sum(format_reward(c) for c in completions) / n, 4),
         "mean_reward": round(sum(total) / n, 4),
+        "accuracy_no_image": accuracy(answer("image")),
+        "accuracy_no_audio": accuracy(answer("audio")),
         "eval_records": n,
     }
 
 
 def table(summary: list[dict]) -> str:
-    columns = ("stage", "accuracy", "format_rate", "mean_reward", "minutes")
+    columns = ("stage", "accuracy", "format_rate", "mean_reward", "accuracy_no_image", "accuracy_no_audio",
+               "minutes")
     rows = [columns] + [tuple(str(s.get(c, "")) for c in columns) for s in summary]
     widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows)

@@ -43,7 +43,8 @@ def test_the_whole_recipe_runs_resumes_and_reruns_one_stage(tmp_path, monkeypatc
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert [row["stage"] for row in summary] == stages
     for row in summary:
-        assert {"accuracy", "format_rate", "mean_reward", "minutes"} <= set(row)
+        assert {"accuracy", "format_rate", "mean_reward", "accuracy_no_image", "accuracy_no_audio", "minutes"} <= set(row)
+    assert {"r1_chance"} <= set(summary[0]) and any(k.startswith("r1_") and k != "r1_chance" for k in summary[0])
     assert (tmp_path / "run" / "rejection" / "samples.jsonl").is_file()
     final = MultimodalModel.from_pretrained(tmp_path / "run" / "final")
     assert final.config.core.n_layers == 2  # the distilled student
@@ -75,3 +76,4 @@ def test_recipe_errors_name_the_stage(tmp_path):
 def test_shipped_recipe_parses():
     recipe = Recipe.from_file(ROOT / "configs" / "r1_tiny.yaml")
     assert list(recipe.stages) == ["pretrain", "cold_start", "grpo", "rejection", "sft", "grpo2", "distill"]
+    assert list(Recipe.from_file(ROOT / "configs" / "r1_zero_tiny.yaml").stages) == ["pretrain", "grpo"]
