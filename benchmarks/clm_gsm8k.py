@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-steps", type=int, default=-1)
+    parser.add_argument("--val-batches", type=int, default=None, help="limit validation (default: all of test)")
     args = parser.parse_args()
     L.seed_everything(0, verbose=False)
     module = CLMModule(preset="tiny", overrides={"vision": None, "audio": None, "text": None}, lr=2e-3,
@@ -56,12 +57,13 @@ def main() -> None:
     start = time.perf_counter()
     trainer.fit(module, data)
     minutes = (time.perf_counter() - start) / 60
+    steps = trainer.global_step
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+                        enable_model_summary=False, limit_val_batches=args.val_batches)
     perplexity = trainer.validate(module, data, verbose=False)[0]["val/perplexity"]
     baseline = unigram_perplexity(data)
     print(f"tiny core ({sum(p.numel() for p in module.model.core.parameters()) / 1e6:.2f}M params), BPE "
-          f"{len(data.tokenizer)} tokens, {module.global_step} steps of {args.batch_size}x{args.block_size} tokens "
+          f"{len(data.tokenizer)} tokens, {steps} steps of {args.batch_size}x{args.block_size} tokens "
           f"in {minutes:.1f} CPU-minutes ({torch.get_num_threads()} threads)")
     print(f"GSM8K test perplexity: tiny core {perplexity:.2f}   unigram baseline {baseline:.2f}   "
           f"ratio {baseline / perplexity:.2f}x")
