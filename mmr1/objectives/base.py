@@ -176,6 +176,15 @@ class ObjectiveModule(L.LightningModule):
         super().optimizer_step(*args, **kwargs)
         self.balance_experts()
 
+    def manual_optimizer_step(self, max_grad_norm: float) -> None:
+        """For manually optimised objectives (GRPO, PPO): clip, step, schedule, balance the experts."""
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        self.clip_gradients(optimizer, gradient_clip_val=max_grad_norm, gradient_clip_algorithm="norm")
+        optimizer.step()
+        optimizer.zero_grad()
+        scheduler.step()
+        self.balance_experts()
+
     @torch.no_grad()
     def balance_experts(self) -> None:
         """Log each MoE layer's busiest expert share, then nudge its routing bias (loads summed over ranks)."""

@@ -98,7 +98,6 @@ class GRPOModule(FrozenModels, ObjectiveModule):
             ref = completion_logprobs(self.reference, batch, rollout) if self.reference is not None else None
             old = completion_logprobs(self.model, batch, rollout) if h.ppo_epochs > 1 else None
 
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         for _ in range(h.ppo_epochs):
             stats = []
             for start in range(0, N, h.micro_batch_size):
@@ -109,11 +108,7 @@ class GRPOModule(FrozenModels, ObjectiveModule):
                                 rollout.completion_mask[rows], h.clip_eps, h.beta)
                 self.manual_backward(out.loss * (rows.stop - rows.start) / N)
                 stats.append(out)
-            self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
-            optimizer.step()
-            optimizer.zero_grad()
-            scheduler.step()
-            self.balance_experts()
+            self.manual_optimizer_step(h.max_grad_norm)
 
         logs = {
             "reward": rewards.mean(),

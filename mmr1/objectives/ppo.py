@@ -155,7 +155,6 @@ class PPOModule(FrozenModels, ObjectiveModule):
         exp = self.experience(batch, rollout)
         advantages = whiten(exp.advantages, exp.mask)
         N = exp.score.numel()
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         for _ in range(h.ppo_epochs):
             stats = []
             for start in range(0, N, h.micro_batch_size):
@@ -166,11 +165,7 @@ class PPOModule(FrozenModels, ObjectiveModule):
                                h.entropy_coef)
                 self.manual_backward(out.loss * (rows.stop - rows.start) / N)
                 stats.append(out)
-            self.clip_gradients(optimizer, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
-            optimizer.step()
-            optimizer.zero_grad()
-            scheduler.step()
-            self.balance_experts()
+            self.manual_optimizer_step(h.max_grad_norm)
 
         mask = exp.mask.float()
         logs = {
