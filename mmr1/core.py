@@ -202,7 +202,8 @@ class ReasoningCore(nn.Module):
         if prefix_mask is None:
             return torch.ones(B, P, dtype=torch.bool, device=prefix_embeds.device)
         if prefix_mask.shape != (B, P):
-            raise ValueError(f"prefix_mask: expected shape [{B}, {P}] like prefix_embeds, got {list(prefix_mask.shape)}")
+            raise ValueError(f"prefix_mask: expected shape [{B}, {P}] like prefix_embeds, "
+                             f"got {list(prefix_mask.shape)}")
         return prefix_mask.bool()
 
     def _refine_memory(self, x, P, prefix_valid, cache):

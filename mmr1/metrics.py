@@ -139,9 +139,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def response_nll(model, batch: dict) -> tuple[float, int]:
     """(summed negative log-likelihood, token count) of the labelled tokens of an `sft` batch,
     teacher-forced: the logits at t predict the label at t + 1."""
-    from mmr1.objectives.base import media
+    from mmr1.model import media_inputs
 
-    out, _ = model(batch["input_ids"], batch["attention_mask"], **media(batch))
+    out, _ = model(batch["input_ids"], batch["attention_mask"], **media_inputs(batch))
     logits, labels = out.logits[:, :-1].float(), batch["labels"][:, 1:]  # [B, T-1, V], [B, T-1]
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="sum")
     return float(nll), int((labels != -100).sum())

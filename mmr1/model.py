@@ -95,7 +95,8 @@ class MultimodalModel(nn.Module):
                              f"(config has {list(self.config.modalities)})")
 
     # ---- forward / generate ---------------------------------------------------------------
-    def forward(self, input_ids, attention_mask=None, logits_to_keep: int = 0, **media) -> tuple[CoreOutput, Prefix | None]:
+    def forward(self, input_ids, attention_mask=None, logits_to_keep: int = 0,
+                **media) -> tuple[CoreOutput, Prefix | None]:
         self._check_media_keys(media)
         prefix = self.prefix(**media)
         out = self.core(input_ids, attention_mask,

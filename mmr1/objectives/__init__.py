@@ -11,5 +11,7 @@ from mmr1.objectives.ppo import PPOModule
 from mmr1.objectives.reward_model import RewardModel, RewardModelModule
 from mmr1.objectives.sft import SFTModule
 
-__all__ = ["CLMModule", "ContrastiveModule", "GRPOModule", "DPOModule", "DistillModule", "MaskedModule", "ObjectiveModule", "PPOModule",
-           "RewardModel", "RewardModelModule", "SFTModule"]
+__all__ = [
+    "CLMModule", "ContrastiveModule", "DPOModule", "DistillModule", "GRPOModule", "MaskedModule", "ObjectiveModule",
+    "PPOModule", "RewardModel", "RewardModelModule", "SFTModule"
+]

@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from mmr1.config import Config
 from mmr1.lora import LoraSettings, apply_lora, merge_lora_in_place
-from mmr1.model import MEDIA_KEYS, MultimodalModel
+from mmr1.model import MultimodalModel
 from mmr1.optim import build_optimizer
 from mmr1.scaling import checkpoint_activations, compile_core, fill_absent_media, shard, shard_units
 
@@ -51,11 +51,6 @@ def check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
     for name, value in terms.items():
         if not torch.isfinite(value).all():
             raise FloatingPointError(f"step {step}: loss term {name!r} is {value.item()} (not finite)")
-
-
-def media(batch: dict) -> dict:
-    """The model's media inputs present in a batch."""
-    return {k: batch[k] for k in MEDIA_KEYS if k in batch}
 
 
 def batch_size(batch: dict) -> int:

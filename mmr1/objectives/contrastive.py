@@ -9,7 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mmr1.objectives.base import ObjectiveModule, batch_size, media
+from mmr1.model import media_inputs
+from mmr1.objectives.base import ObjectiveModule, batch_size
 from mmr1.objectives.losses import clip_loss, recall_at_1
 
 
@@ -39,7 +40,7 @@ class ContrastiveModule(ObjectiveModule):
         data-parallel run holds B rows per pair; a modality absent from the batch gives B masked
         zero rows, and the key set is the same on every rank.
         """
-        encoded = self.model.encode(**media(batch))
+        encoded = self.model.encode(**media_inputs(batch))
         B = batch_size(batch)
         out = {}
         for key in self.logit_scales:

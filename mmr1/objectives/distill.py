@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from mmr1.model import MultimodalModel
-from mmr1.objectives.base import ObjectiveModule, media
+from mmr1.model import MultimodalModel, media_inputs
+from mmr1.objectives.base import ObjectiveModule
 from mmr1.objectives.frozen import FrozenModels, check_vocabulary, frozen
 from mmr1.rl.losses import distillation_loss
 
@@ -51,9 +51,9 @@ class DistillModule(FrozenModels, ObjectiveModule):
 
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
         h = self.hparams
-        student, _ = self.model(batch["input_ids"], batch["attention_mask"], **media(batch))
+        student, _ = self.model(batch["input_ids"], batch["attention_mask"], **media_inputs(batch))
         with torch.no_grad():
-            teacher, _ = self.teacher(batch["input_ids"], batch["attention_mask"], **media(batch))
+            teacher, _ = self.teacher(batch["input_ids"], batch["attention_mask"], **media_inputs(batch))
         logits, teacher_logits, labels = student.logits[:, :-1], teacher.logits[:, :-1], batch["labels"][:, 1:]
         loss = distillation_loss(logits, teacher_logits, labels, h.temperature, h.alpha)  # logits at t predict t+1
         with torch.no_grad():

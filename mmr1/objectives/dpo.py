@@ -12,8 +12,8 @@ import copy
 import torch
 
 from mmr1.core import CoreOutput
-from mmr1.model import MultimodalModel
-from mmr1.objectives.base import ObjectiveModule, media
+from mmr1.model import MultimodalModel, media_inputs
+from mmr1.objectives.base import ObjectiveModule
 from mmr1.objectives.frozen import FrozenModels, frozen
 from mmr1.objectives.losses import IGNORE
 from mmr1.rl.grpo import token_logprobs
@@ -24,7 +24,7 @@ def pair_forward(model: MultimodalModel, batch: dict, logits_to_keep: int = 0) -
     """One core pass over the chosen then the rejected sequences ([2B, T]), the media encoded once."""
     ids = torch.cat((batch["chosen_input_ids"], batch["rejected_input_ids"]))  # [2B, T]
     mask = torch.cat((batch["chosen_attention_mask"], batch["rejected_attention_mask"]))  # [2B, T]
-    prefix = model.prefix(**media(batch))
+    prefix = model.prefix(**media_inputs(batch))
     return model.core(ids, mask, prefix_embeds=None if prefix is None else prefix.embeds.repeat(2, 1, 1),
                       prefix_mask=None if prefix is None else prefix.mask.repeat(2, 1), logits_to_keep=logits_to_keep)
 

@@ -14,8 +14,8 @@ from typing import Mapping, Optional
 import torch
 from torch import nn
 
-from mmr1.model import MultimodalModel
-from mmr1.objectives.base import ObjectiveModule, batch_size, media
+from mmr1.model import MultimodalModel, media_inputs
+from mmr1.objectives.base import ObjectiveModule, batch_size
 from mmr1.objectives.frozen import FrozenModels, check_vocabulary, frozen
 from mmr1.objectives.reward_model import load_reward_model, score_rollout
 from mmr1.rl.grpo import token_logprobs
@@ -124,7 +124,7 @@ class PPOModule(FrozenModels, ObjectiveModule):
     def evaluate(self, batch: dict, rollout: Rollout, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Under the current policy, for the rollout's rows: log-probs, values and entropies of the sampled
         tokens, each [n, L]; with grad when grad is enabled."""
-        prefix = self.model.prefix(**{k: v[rows] for k, v in media(batch).items()})
+        prefix = self.model.prefix(**{k: v[rows] for k, v in media_inputs(batch).items()})
         completion = rollout.completion_ids[rows]  # [n, L]
         ids = torch.cat((rollout.prompt_ids[rows], completion), dim=1)  # [n, T+L]
         mask = torch.cat((rollout.prompt_mask[rows], rollout.completion_mask[rows]), dim=1)

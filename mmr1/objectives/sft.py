@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mmr1.objectives.base import ObjectiveModule, media
+from mmr1.model import media_inputs
+from mmr1.objectives.base import ObjectiveModule
 from mmr1.objectives.losses import IGNORE, sft_loss
 
 
@@ -29,7 +30,7 @@ class SFTModule(ObjectiveModule):
         self.save_hyperparameters()
 
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
-        out, _ = self.model(batch["input_ids"], batch["attention_mask"], **media(batch))
+        out, _ = self.model(batch["input_ids"], batch["attention_mask"], **media_inputs(batch))
         terms = {"loss": sft_loss(out.logits, batch["labels"])}  # logits [B, T, V]
         weight = self.hparams.classification_weight
         if weight:
@@ -49,5 +50,5 @@ class SFTModule(ObjectiveModule):
                              f"{self.config.n_classes}")
         prompt = batch["attention_mask"].bool() & (batch["labels"] == IGNORE)  # [B, T], right-padded prefixes
         width = int(prompt.sum(dim=1).max())
-        logits = self.model.classify(batch["input_ids"][:, :width], prompt[:, :width], **media(batch))  # [B, C]
+        logits = self.model.classify(batch["input_ids"][:, :width], prompt[:, :width], **media_inputs(batch))  # [B, C]
         return F.cross_entropy(logits.float(), labels)

@@ -3,13 +3,12 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
-from mmr1.config import Config
 from mmr1.datamodules.datamodules import SFTDataModule
 from mmr1.datamodules.tokenizer import Tokenizer
-from mmr1.model import MultimodalModel
+
+from mmr1.config import Config
+from mmr1.model import MultimodalModel, media_inputs
 from mmr1.objectives import DistillModule
-from mmr1.objectives.base import media
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +21,8 @@ def teacher(tmp_path_factory):
 def kl_to_teacher(module: DistillModule, batch: dict) -> float:
     """KL(teacher || student) at τ = 1 over the response tokens, computed here from the logits."""
     with torch.no_grad():
-        student, _ = module.model(batch["input_ids"], batch["attention_mask"], **media(batch))
-        teacher, _ = module.teacher(batch["input_ids"], batch["attention_mask"], **media(batch))
+        student, _ = module.model(batch["input_ids"], batch["attention_mask"], **media_inputs(batch))
+        teacher, _ = module.teacher(batch["input_ids"], batch["attention_mask"], **media_inputs(batch))
     keep = batch["labels"][:, 1:] != -100
     s, t = student.logits[:, :-1][keep], teacher.logits[:, :-1][keep]
     return F.kl_div(s.log_softmax(-1), t.log_softmax(-1), log_target=True, reduction="batchmean").item()
