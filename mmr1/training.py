@@ -3,8 +3,9 @@
 The model's Config is linked into the datamodule (`data.config`), so the inputs always match
 the model being trained; checkpoints keep the last (every `last_checkpoint.every_n_train_steps`)
 and the best (val/loss) weights, and the best are exported as a checkpoint folder
-`<run dir>/export` when fit ends. Checkpoint files are written atomically, and `--ckpt_path last` after a crash continues with the same data order and
-RNG states as an uninterrupted run (`mmr1.callbacks`).
+`<run dir>/export` when fit ends. Checkpoint files are written atomically, and
+`--ckpt_path last` after a crash continues with the same data order and RNG states as an
+uninterrupted run (`mmr1.callbacks`).
 """
 
 from __future__ import annotations
