@@ -27,7 +27,7 @@ import torch
 from mmr1.datamodules.datamodules import RLPromptDataModule
 from mmr1.model import media_inputs
 from mmr1.objectives.grpo import GRPOModule
-from mmr1.rl.grpo import group_advantages, grpo_loss
+from mmr1.rl.grpo import group_advantages
 from mmr1.rl.rollout import completion_logprobs, decode_completions, sample_groups
 
 
@@ -69,10 +69,7 @@ def grpo_step(module: GRPOModule, optimizer, scheduler, batch: dict, timer: Phas
         for _ in range(h.ppo_epochs):
             for start in range(0, N, h.micro_batch_size):
                 rows = slice(start, min(N, start + h.micro_batch_size))
-                logprobs = completion_logprobs(module.model, batch, rollout, rows)  # [n, L]
-                out = grpo_loss(logprobs, logprobs.detach() if old is None else old[rows],
-                                None if ref is None else ref[rows], advantages[rows],
-                                rollout.completion_mask[rows], h.clip_eps, h.beta)
+                out = module.micro_batch_loss(batch, rollout, advantages, ref, old, rows)
                 (out.loss * (rows.stop - rows.start) / N).backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), h.max_grad_norm)
             optimizer.step()

@@ -102,10 +102,7 @@ class GRPOModule(FrozenModels, ObjectiveModule):
             stats = []
             for start in range(0, N, h.micro_batch_size):
                 rows = slice(start, min(N, start + h.micro_batch_size))
-                logprobs = completion_logprobs(self.model, batch, rollout, rows)  # [n, L]
-                out = grpo_loss(logprobs, logprobs.detach() if old is None else old[rows],
-                                None if ref is None else ref[rows], advantages[rows],
-                                rollout.completion_mask[rows], h.clip_eps, h.beta)
+                out = self.micro_batch_loss(batch, rollout, advantages, ref, old, rows)
                 self.manual_backward(out.loss * (rows.stop - rows.start) / N)
                 stats.append(out)
             self.manual_optimizer_step(h.max_grad_norm)
@@ -124,6 +121,14 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         for name, value in logs.items():
             if value is not None:
                 self.log(f"train/{name}", value, prog_bar=name in ("reward", "accuracy"), batch_size=N)
+
+    def micro_batch_loss(self, batch: dict, rollout, advantages, ref, old, rows: slice):
+        """The GRPO loss of the rollout's `rows` (whole groups) under the current policy, with grad."""
+        h = self.hparams
+        logprobs = completion_logprobs(self.model, batch, rollout, rows)  # [n, L]
+        return grpo_loss(logprobs, logprobs.detach() if old is None else old[rows],
+                         None if ref is None else ref[rows], advantages[rows],
+                         rollout.completion_mask[rows], h.clip_eps, h.beta)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Greedy answers to held-out prompts: accuracy, format rate and mean rule reward (no reward model)."""
