@@ -2,7 +2,8 @@
 
 Projection names (q_proj, k_proj, v_proj, o_proj) match Llama/Qwen2 checkpoints.
 `mask` is a bool [B, 1, Tq, Tk] (True = may attend) or None, meaning causal
-without padding (for Tq == 1 that is "attend to everything cached").
+without padding, the Tq queries being the last Tq of the Tk positions (for Tq == 1
+that is "attend to everything cached").
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from mmr1.layers.rope import apply_rope
 
 def attend(q, k, v, mask: torch.Tensor | None, enable_gqa: bool = False) -> torch.Tensor:
     """SDPA over q [B, H, Tq, d], k/v [B, Hkv, Tk, d] -> [B, H, Tq, dv]."""
-    is_causal = mask is None and q.shape[-2] > 1
+    Tq, Tk = q.shape[-2], k.shape[-2]
+    if mask is None and 1 < Tq < Tk:  # new tokens on top of a cache: causal aligned bottom-right
+        mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)  # [Tq, Tk]
+    is_causal = mask is None and Tq > 1
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=enable_gqa)
 
 

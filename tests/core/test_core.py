@@ -47,6 +47,24 @@ def test_cached_decoding_equals_full_forward(variant):
     torch.testing.assert_close(incremental[real], full[real], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("with_prefix", [False, True], ids=["text", "prefix"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_chunked_prefill_equals_full_forward(variant, with_prefix):
+    """A prompt fed through the cache in chunks of several tokens, without padding, gives the
+    full forward's logits (the chunk's causal mask is aligned to the end of the cached keys)."""
+    core = make_core(**VARIANTS[variant])
+    B, T = 2, 13
+    ids = torch.randint(3, 64, (B, T))
+    prefix = torch.randn(B, 4, 48) if with_prefix else None
+    with torch.no_grad():
+        full = core(ids, prefix_embeds=prefix).logits  # [B, T, V]
+        cache = core.new_cache(4)
+        chunks = [core(ids[:, :5], prefix_embeds=prefix, cache=cache).logits,
+                  core(ids[:, 5:9], cache=cache).logits,
+                  core(ids[:, 9:], cache=cache).logits]
+    torch.testing.assert_close(torch.cat(chunks, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
 def test_generate_is_reproducible_under_sampling_and_stops_at_eos():
     core = make_core()
     ids = torch.randint(3, 64, (3, 6))
@@ -128,6 +146,26 @@ def test_moe_bias_balancing_reaches_uniform_load():
     assert before > 3 * uniform
     assert after < 1.3 * uniform, f"max expert share {after:.3f} after {steps} steps"
     assert moe.router.weight.grad is None
+
+
+def test_moe_load_counts_only_real_tokens():
+    """Right padding (or tokens after an eos) in a batch adds nothing to the expert load:
+    the padded batch's load equals that of its rows run unpadded, one by one."""
+    core = make_core(n_routed_experts=4, n_experts_per_token=2, first_dense_layers=0).train()
+    lengths = [9, 4, 6]
+    ids = torch.randint(3, 64, (len(lengths), max(lengths)))
+    mask = torch.arange(max(lengths))[None] < torch.tensor(lengths)[:, None]  # [B, T]
+    with torch.no_grad():
+        core(ids, mask)
+        padded = [m.expert_load.clone() for m in core.moe_layers()]
+        for m in core.moe_layers():
+            m.expert_load.zero_()
+        for row, n in zip(ids, lengths):
+            core(row[None, :n])
+        unpadded = [m.expert_load.clone() for m in core.moe_layers()]
+    assert float(padded[0].sum()) == sum(lengths) * 2
+    for a, b in zip(padded, unpadded):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
 def test_mla_cache_is_smaller_than_gqa_at_equal_width():
