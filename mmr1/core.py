@@ -44,9 +44,11 @@ class Block(nn.Module):
         self.post_attention_layernorm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.mlp = MoE(cfg) if moe else SwiGLU(cfg.d_model, cfg.intermediate_size)
 
-    def forward(self, x, rope, mask, cache=None, slot=0) -> torch.Tensor:
+    def forward(self, x, rope, mask, cache=None, slot=0, valid=None) -> torch.Tensor:
+        """x [B, T, D]; `valid` [B, T] bool marks real tokens (the MoE counts only those)."""
         x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, slot)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        h = self.post_attention_layernorm(x)
+        return x + (self.mlp(h, valid) if isinstance(self.mlp, MoE) else self.mlp(h))
 
 
 class RefinementBlock(nn.Module):
@@ -152,7 +154,7 @@ class ReasoningCore(nn.Module):
         rope = self.rotary(positions, x.dtype)
 
         for i, layer in enumerate(self.layers):
-            x = layer(x, rope, mask, cache, i)
+            x = layer(x, rope, mask, cache, i, valid)
         if self.refine is not None:
             prefix_kv, refine_mask = self._refine_memory(x, P, prefix_valid, cache)
             for it in range(self.config.n_refine_iters):

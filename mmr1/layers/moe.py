@@ -32,12 +32,15 @@ class MoE(nn.Module):
         weights = scores.gather(1, chosen)  # the bias does not enter the weights
         return chosen, (weights / weights.sum(dim=-1, keepdim=True)).to(h.dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x [..., D] -> [..., D]; `token_mask` [...] bool marks the real tokens, the only ones
+        counted in the expert load (padding and tokens after an eos are routed but not counted)."""
         shape = x.shape
         h = x.reshape(-1, shape[-1])  # [N, D]
         chosen, weights = self.route(h)
         if self.training:
-            self.expert_load += torch.bincount(chosen.flatten(), minlength=self.n_experts).to(self.expert_load)
+            counted = chosen if token_mask is None else chosen[token_mask.reshape(-1)]  # [N_real, k]
+            self.expert_load += torch.bincount(counted.flatten(), minlength=self.n_experts).to(self.expert_load)
         out = torch.zeros_like(h)
         for e, expert in enumerate(self.experts):
             token, slot = torch.where(chosen == e)
