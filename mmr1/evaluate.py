@@ -1,8 +1,9 @@
 """Scoring a model on a manifest: answer every question (greedy), compare with the references.
 
-Accuracy uses `answers_match` (numbers as numbers); EM, token F1, BLEU, ROUGE-L and CIDEr-D
-compare the text inside <answer> with the reference answer; format_rate counts responses
-that are exactly one <think>…</think> then one <answer>…</answer>; perplexity is
+Accuracy and format_rate are the RL rule rewards' (`accuracy_reward`: the answer of a well-formed
+response, numbers by exact value; `format_reward`: exactly one non-empty <think>…</think> then one
+<answer>…</answer>), as the pipeline scores them; EM, token F1, BLEU, ROUGE-L and CIDEr-D
+compare the text inside <answer> with the reference answer; perplexity is
 teacher-forced on the reference responses (reasoning + answer); with `samples = k` every
 question is also sampled k times for pass@1 and pass@k. `text_perplexity` scores plain text
 (the core's token-weighted perplexity over a file's documents).
@@ -16,6 +17,7 @@ from typing import Optional, Union
 
 from mmr1 import metrics
 from mmr1.inference import QAPipeline, QAResult, answer_manifest
+from mmr1.rl.rewards import accuracy_reward, format_reward
 
 
 def evaluate(qa: QAPipeline, manifest: Union[str, Path], batch_size: int = 8, samples: int = 0,
@@ -26,7 +28,7 @@ def evaluate(qa: QAPipeline, manifest: Union[str, Path], batch_size: int = 8, sa
     rows = [prediction(record, result) for record, result in answers]
     if output is not None:
         write_predictions(rows, output)
-    summary: dict = {"n": len(rows), "format_rate": _mean(metrics.format_ok(r["text"]) for r in rows)}
+    summary: dict = {"n": len(rows), "format_rate": _mean(format_reward(r["text"]) for r in rows)}
     scored = [r for r in rows if r["reference"] is not None]
     if scored:
         preds, refs = [r["answer"] or "" for r in scored], [r["reference"] for r in scored]
@@ -87,7 +89,7 @@ def sampled_pass_at_k(qa: QAPipeline, manifest: Union[str, Path], k: int, batch_
     for _ in range(k):
         for index, (record, result) in enumerate(answer_manifest(qa, manifest, batch_size, progress, **generation)):
             if record.get("answer") is not None:
-                correct[index] = correct.get(index, 0) + metrics.answers_match(result.answer, record["answer"])
+                correct[index] = correct.get(index, 0) + int(accuracy_reward(result.text, record["answer"]))
     if not correct:
         return {}
     return {"pass@1": _mean(metrics.pass_at_k(k, c, 1) for c in correct.values()),
@@ -99,7 +101,7 @@ def prediction(record: dict, result: QAResult) -> dict:
     reference = record.get("answer")
     return {"id": record.get("id"), "question": record["question"], "reference": reference,
             "answer": result.answer, "reasoning": result.reasoning, "text": result.text,
-            "correct": None if reference is None else metrics.answers_match(result.answer, reference)}
+            "correct": None if reference is None else accuracy_reward(result.text, reference) == 1.0}
 
 
 def write_predictions(rows: list[dict], output: Union[str, Path]) -> None:

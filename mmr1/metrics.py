@@ -1,8 +1,9 @@
-"""Scoring generated answers: accuracy (numbers compared as numbers), exact match, token F1,
-BLEU, ROUGE-L, CIDEr-D, response perplexity, pass@k and the R1 response format.
+"""Scoring generated answers: accuracy (numbers compared by exact value), exact match, token F1,
+BLEU, ROUGE-L, CIDEr-D, response perplexity and pass@k.
 
 Text metrics take plain strings; corpus metrics (BLEU, ROUGE-L, CIDEr) take one prediction
-and a list of references per item. The GRPO accuracy reward reuses `answers_match`.
+and a list of references per item. The R1 response format and the accuracy of a response are the
+rule rewards' (`mmr1.rl.rewards`), which reuse `answers_match`.
 """
 
 from __future__ import annotations
@@ -11,43 +12,53 @@ import math
 import re
 import string
 from collections import Counter
+from fractions import Fraction
 from typing import Iterable, Optional, Sequence
 
 import torch
 
-_NUMBER = re.compile(r"^[-+]?(\d{1,3}(,\d{3})+|\d+)?(\.\d+)?$")
-_FRACTION = re.compile(r"^([-+]?\d+)\s*/\s*(\d+)$")
-_FORMAT = re.compile(r"\s*<think>((?!</?think>|</?answer>).)*</think>\s*"
-                     r"<answer>((?!</?think>|</?answer>).)*</answer>\s*", re.DOTALL)
+# A decimal with an optional sign and currency sign; thousands separators only in full groups of three
+# (`1,234`, `12,345,678`), never in `1,2,3` or `12,34`.
+_NUMBER = re.compile(r"([-+]?)\$?((?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?)")
+_FRACTION = re.compile(r"([-+]?\d+)\s*/\s*(\d+)")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def normalize(text: str) -> str:
-    """Lower case, punctuation removed, whitespace collapsed."""
+    """Lower case, punctuation removed, whitespace collapsed (SQuAD's normalisation, for EM, F1 and BLEU)."""
     return " ".join(text.lower().translate(_PUNCTUATION).split())
 
 
-def parse_number(text: str) -> Optional[float]:
-    """`3`, `-2.5`, `1,000`, `$1,000.50`, `3/4`, `7.` → a float; anything else → None."""
-    text = text.strip().rstrip(".").replace(" ", "")
-    text = re.sub(r"^([-+]?)\$", r"\1", text)  # a currency sign: $5, -$5
+def parse_number(text: str) -> Optional[Fraction]:
+    """The exact value of `3`, `-2.5`, `.5`, `7.`, `1,234`, `$1,000.50`, `3/4`; None for anything else
+    (`5%`, `(5)`, `1,2,3`, `12,34`, `3/0`, `1e5`, `1 2`)."""
+    text = text.strip().replace("\u2212", "-")  # a typographic minus
+    text = text[:-1] if text.endswith(".") else text  # a sentence's full stop: "7."
     fraction = _FRACTION.fullmatch(text)
     if fraction:
         denominator = int(fraction.group(2))
-        return int(fraction.group(1)) / denominator if denominator else None
-    if not _NUMBER.fullmatch(text) or not any(c.isdigit() for c in text):
+        return Fraction(int(fraction.group(1)), denominator) if denominator else None
+    number = _NUMBER.fullmatch(text)
+    if not number or not any(c.isdigit() for c in number.group(2)):
         return None
-    return float(text.replace(",", ""))
+    return Fraction(number.group(1) + number.group(2).replace(",", ""))
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, whitespace collapsed, a trailing full stop (or ! ?) dropped; inner punctuation kept, so
+    `A/B` stays apart from `AB`."""
+    return " ".join(text.lower().split()).rstrip(".!?").rstrip()
 
 
 def answers_match(pred: Optional[str], ref: str) -> bool:
-    """True when both are the same number (3 == 3.0 == 3/1) or the same normalised text."""
+    """Numbers compare by exact value (`3` == `3.0` == `6/2`, `1234567` != `1234568`); a number never
+    matches a non-number (`5%`, `(5)`); other text compares after `normalize_answer`."""
     if pred is None:
         return False
     a, b = parse_number(pred), parse_number(ref)
-    if a is not None and b is not None:
-        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
-    return normalize(pred) == normalize(ref)
+    if a is not None or b is not None:
+        return a == b
+    return normalize_answer(pred) == normalize_answer(ref)
 
 
 def exact_match(pred: Optional[str], ref: str) -> bool:
@@ -65,11 +76,6 @@ def token_f1(pred: Optional[str], ref: str) -> float:
         return 0.0
     precision, recall = common / len(pred_tokens), common / len(ref_tokens)
     return 2 * precision * recall / (precision + recall)
-
-
-def format_ok(text: str) -> bool:
-    """Exactly one <think>…</think> followed by exactly one <answer>…</answer>, nothing else."""
-    return _FORMAT.fullmatch(text) is not None
 
 
 def bleu(preds: Sequence[str], refs: Sequence[Sequence[str]], n_gram: int = 4) -> float:

@@ -1,6 +1,7 @@
 """Every metric against a value computed by hand on a small fixed example (the working is in the comments)."""
 
 import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -8,8 +9,8 @@ import torch
 from mmr1.config import Config
 from mmr1.datamodules.collate import Collator
 from mmr1.datamodules.tokenizer import Tokenizer
-from mmr1.metrics import (answers_match, bleu, cider, exact_match, format_ok, parse_number, pass_at_k,
-                          perplexity, rouge_l, token_f1)
+from mmr1.metrics import (answers_match, bleu, cider, exact_match, parse_number, pass_at_k, perplexity, rouge_l,
+                          token_f1)
 from mmr1.model import MultimodalModel
 
 
@@ -17,14 +18,21 @@ from mmr1.model import MultimodalModel
     ("3", "3", True), ("3.0", "3", True), (" 3. ", "3", True), ("1,000", "1000", True), ("3/4", "0.75", True),
     ("-2", "-2.0", True), ("4", "3", False), ("three", "3", False), ("Red.", "red", True),
     ("blue circle", "Blue  circle", True), (None, "3", False), ("", "3", False),
+    ("6/8", "3/4", True), ("12,345,678", "12345678", True), ("$1,000.50", "1000.5", True), ("\u22125", "-5", True),
+    # reward hacks: punctuation is not deleted, a number never matches a non-number, numbers are exact
+    ("5%", "-5", False), ("(5)", "-5", False), ("-5", "5%", False), ("3.5%", "35", False), ("1,2,3", "123", False),
+    ("12,34", "1234", False), ("1 2", "12", False), ("A/B", "AB", False), ("a-b", "ab", False),
+    ("1234568", "1234567", False), ("0.30000001", "0.3", False), ("5", "five", False), ("5 apples", "5", False),
 ])
 def test_answers_match(pred, ref, expected):
     assert answers_match(pred, ref) is expected
 
 
-def test_parse_number_rejects_non_numbers():
-    assert [parse_number(t) for t in ("1,00", ".", "3/0", "a3", "1e5")] == [None] * 5
-    assert parse_number("-.5") == -0.5
+def test_parse_number_rejects_non_numbers_and_keeps_exact_values():
+    for text in ("1,00", ".", "3/0", "a3", "1e5", "5%", "(5)", "1,2,3", "12,34", "1 2", "$", "-", ""):
+        assert parse_number(text) is None, text
+    assert parse_number("-.5") == Fraction(-1, 2) and parse_number("7.") == 7 and parse_number("2/6") == Fraction(1, 3)
+    assert parse_number("9007199254740993") == 9007199254740993  # beyond float precision, still exact
 
 
 def test_exact_match_has_no_number_semantics():
@@ -79,15 +87,6 @@ def test_pass_at_k():
     assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
     with pytest.raises(ValueError):
         pass_at_k(2, 3, 1)
-
-
-def test_format_ok():
-    assert format_ok("<think>two and one</think><answer>3</answer>")
-    assert format_ok(" <think>\nx</think>\n<answer>3</answer> ")
-    for bad in ("<answer>3</answer>", "<think>a</think>", "<think>a</think><answer>3</answer><answer>4</answer>",
-                "<think>a<think>b</think><answer>3</answer>", "so <think>a</think><answer>3</answer>",
-                "<answer>3</answer><think>a</think>"):
-        assert not format_ok(bad), bad
 
 
 def test_perplexity_of_uniform_logits_is_the_vocabulary_size():

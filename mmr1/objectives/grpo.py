@@ -21,7 +21,7 @@ from mmr1.objectives.base import ObjectiveModule, batch_size
 from mmr1.objectives.frozen import FrozenModels, check_vocabulary, frozen
 from mmr1.objectives.reward_model import load_reward_model, score_rollout
 from mmr1.rl.grpo import group_advantages, grpo_loss
-from mmr1.rl.rewards import Rewards, parse_strict
+from mmr1.rl.rewards import Rewards, format_reward
 from mmr1.rl.rollout import completion_logprobs, decode_completions, sample_groups
 
 
@@ -139,7 +139,7 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         total, terms = self.rewards(completions, [{"answer": a} for a in batch["answers"]])
         n = batch_size(batch)
         self.log("val/reward", torch.tensor(total).mean(), batch_size=n, sync_dist=True)
-        self.log("val/format_rate", torch.tensor([parse_strict(c)[1] is not None for c in completions]).float().mean(),
+        self.log("val/format_rate", torch.tensor([format_reward(c) for c in completions]).mean(),
                  batch_size=n, sync_dist=True)
         if "accuracy" in terms:
             self.log("val/accuracy", torch.tensor(terms["accuracy"]).mean(), prog_bar=True, batch_size=n,

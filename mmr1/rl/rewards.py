@@ -28,8 +28,10 @@ def parse_strict(completion: str) -> tuple[Optional[str], Optional[str]]:
 
 
 def format_reward(completion: str, answer: Optional[str] = None, **record) -> float:
-    """1 for exactly one <think>…</think> then exactly one <answer>…</answer> and nothing after; else 0."""
-    return 1.0 if _WELL_FORMED.fullmatch(completion) else 0.0
+    """1 for exactly one non-empty <think>…</think> then exactly one <answer>…</answer> and nothing after;
+    else 0 (an empty `<think></think>` is no reasoning)."""
+    reasoning, _ = parse_strict(completion)
+    return 1.0 if reasoning else 0.0
 
 
 def accuracy_reward(completion: str, answer: Optional[str] = None, **record) -> float:
@@ -44,24 +46,22 @@ def accuracy_reward(completion: str, answer: Optional[str] = None, **record) -> 
     return 1.0 if answers_match(predicted, answer) else 0.0
 
 
-SCRIPTS = {"latin": "LATIN", "cyrillic": "CYRILLIC", "greek": "GREEK", "cjk": "CJK", "arabic": "ARABIC"}
+SCRIPTS = {"latin": ("LATIN",), "cyrillic": ("CYRILLIC",), "greek": ("GREEK",), "arabic": ("ARABIC",),
+           "cjk": ("CJK", "HIRAGANA", "KATAKANA", "HANGUL")}  # script -> Unicode character-name prefixes
 
 
 def language_reward(completion: str, answer: Optional[str] = None, script: str = "latin", **record) -> float:
-    """Share of the reasoning's words written in the target script (DeepSeek-R1's language-consistency
-    reward); words without letters (numbers) do not count; no reasoning -> 0."""
+    """Share of the reasoning's letters written in the target script (DeepSeek-R1's language-consistency
+    reward), counted in characters so unspaced CJK text scores like spaced text; digits, punctuation and
+    spaces do not count; a malformed response or one without letters -> 0."""
     if script not in SCRIPTS:
         raise ValueError(f"script: expected one of {sorted(SCRIPTS)}, got {script!r}")
-    match = re.search(r"<think>(.*?)</think>", completion, re.DOTALL)
-    words = [w for w in re.findall(r"\w+", match.group(1)) if any(c.isalpha() for c in w)] if match else []
-    if not words:
+    reasoning, _ = parse_strict(completion)
+    letters = [c for c in reasoning or "" if c.isalpha()]
+    if not letters:
         return 0.0
-    target = SCRIPTS[script]
-
-    def in_script(word: str) -> bool:
-        return all(target in unicodedata.name(c, "") for c in word if c.isalpha())
-
-    return sum(in_script(w) for w in words) / len(words)
+    prefixes = SCRIPTS[script]
+    return sum(unicodedata.name(c, "").startswith(prefixes) for c in letters) / len(letters)
 
 
 BUILTIN: dict[str, RewardFn] = {"accuracy": accuracy_reward, "format": format_reward, "language": language_reward}

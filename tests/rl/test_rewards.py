@@ -21,6 +21,13 @@ def r(reasoning: str, answer: str) -> str:
     (r("", ""), "5", 0.0),  # empty answer
     (r("", "4 or 5 or 6"), "5", 0.0),  # hedging
     (r("", "4, 5"), "5", 0.0),
+    (r("", "5%"), "-5", 0.0),  # punctuation is not deleted to make a match
+    (r("", "(5)"), "-5", 0.0),
+    (r("", "3.5%"), "35", 0.0),
+    (r("", "1,2,3"), "123", 0.0),
+    (r("", "A/B"), "AB", 0.0),
+    (r("", "1234568"), "1234567", 0.0),  # numbers are exact, no relative tolerance
+    (r("", "-5"), "5%", 0.0),  # a number never matches a non-number
     (r("", "5") + "<answer>5</answer>", "5", 0.0),  # several answers
     ("<answer>5</answer>", "5", 0.0),  # no reasoning block
     ("The answer is 5", "5", 0.0),
@@ -38,16 +45,25 @@ def test_accuracy(completion, reference, expected):
     ("<answer>5</answer><think>a</think>", 0.0),
     (r("a", "5") + " more", 0.0),
     ("<think>a</think>", 0.0),
+    ("<think>a<think>b</think><answer>3</answer>", 0.0),
+    ("so " + r("a", "3"), 0.0),
+    (r("", "5"), 0.0),  # an empty <think></think> is no reasoning
+    (r(" \n ", "5"), 0.0),
 ])
 def test_format(completion, expected):
     assert format_reward(completion) == expected
 
 
-def test_language_consistency():
+def test_language_consistency_counts_letters_of_the_target_script():
     assert language_reward(r("I count 3 red shapes", "3")) == 1.0
-    assert language_reward(r("I count три shapes", "3")) == pytest.approx(3 / 4)
+    assert language_reward(r("I count три shapes", "3")) == pytest.approx(12 / 15)  # I+count+shapes vs три
     assert language_reward(r("считаю три", "3"), script="cyrillic") == 1.0
-    assert language_reward(r("42", "42")) == 0.0  # no words at all
+    # unspaced CJK text is scored by its characters, not as one long "word" spoiled by one Latin letter
+    assert language_reward(r("我数了3个形状，所以是3。", "3"), script="cjk") == 1.0
+    assert language_reward(r("我数了3个red形状", "3"), script="cjk") == pytest.approx(6 / 9)
+    assert language_reward(r("図形を3つ数えた", "3"), script="cjk") == 1.0  # kanji and kana
+    assert language_reward(r("I count 三个 shapes", "3")) == pytest.approx(12 / 14)
+    assert language_reward(r("42", "42")) == 0.0  # no letters at all
     assert language_reward("no tags") == 0.0
     with pytest.raises(ValueError, match="script"):
         language_reward(r("a", "b"), script="klingon")
