@@ -65,12 +65,20 @@ class Tokenizer:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such tokenizer folder")
-        if (folder / "tokenizer.json").is_file():
-            backend = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+        path = folder / "tokenizer.json"
+        if path.is_file():
+            try:
+                backend = tokenizers.Tokenizer.from_file(str(path))
+            except Exception as e:  # tokenizers raises a bare Exception on a damaged file
+                raise ValueError(f"{path}: damaged tokenizer file ({e})") from e
         else:
             from transformers import AutoTokenizer
 
-            backend = AutoTokenizer.from_pretrained(str(folder)).backend_tokenizer
+            try:
+                backend = AutoTokenizer.from_pretrained(str(folder)).backend_tokenizer
+            except (OSError, ValueError, TypeError) as e:
+                raise FileNotFoundError(f"{folder}: no tokenizer.json, and no other tokenizer files that "
+                                        "transformers reads (vocab.txt, vocab.json + merges.txt, ...)") from e
         names = _special_token_names(folder)
         return cls(backend, names.get("pad_token", "<pad>"), names.get("mask_token", "<mask>"))
 
@@ -135,7 +143,10 @@ def _special_token_names(folder: Path) -> dict[str, str]:
     for file in ("special_tokens_map.json", "tokenizer_config.json"):
         path = folder / file
         if path.is_file():
-            data = json.loads(path.read_text())
+            try:
+                data = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: damaged, not valid JSON ({e})") from e
             for key in ("pad_token", "mask_token"):
                 value = data.get(key)
                 if isinstance(value, dict):

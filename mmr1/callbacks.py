@@ -1,4 +1,5 @@
-"""Fault tolerance for `mmr1 fit`: atomic checkpoint files and an exactly resumable data order.
+"""Fault tolerance for `mmr1 fit`: atomic checkpoint files, an exactly resumable data order, and a stop
+before non-finite weights can be saved.
 
 Lightning 2.6 restores the epoch and the batch index of a mid-epoch checkpoint, but a plain
 DataLoader restarts its epoch from the first batch of a fresh shuffle, and the global RNG
@@ -21,6 +22,8 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, RandomSampler, Sampler
 
+from mmr1.checkpoint import first_non_finite
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file in the same folder, then `os.replace`s it into place.
@@ -41,6 +44,40 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
+
+
+class FiniteWeights(L.Callback):
+    """After each optimizer step, stops training if a parameter or an optimizer state holds NaN or Inf.
+
+    The loss guard sees a diverged update only at the next forward; by then a checkpoint may hold it.
+    This check runs in `on_train_batch_end`, before any checkpoint callback (Lightning runs those
+    last), so last.ckpt keeps the last finite weights. Under DDP/FSDP every rank stops together.
+    """
+
+    def __init__(self):
+        self.checked_step = -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step == self.checked_step:  # no optimizer step in this batch (gradient accumulation)
+            return
+        self.checked_step = step
+        parameters = ((f"parameter {name!r}", p) for name, p in pl_module.named_parameters())
+        bad = first_non_finite(parameters) or first_non_finite(_optimizer_states(trainer, pl_module))
+        if trainer.strategy.reduce_boolean_decision(bad is not None, all=False):
+            raise FloatingPointError(
+                f"step {step}: {bad or 'a tensor on another rank'} is not finite after the optimizer step; "
+                "stopped before saving it, so the last checkpoint holds finite weights (lower the learning "
+                "rate or clip gradients, then resume)")
+
+
+def _optimizer_states(trainer: L.Trainer, pl_module: L.LightningModule) -> Iterator[tuple[str, torch.Tensor]]:
+    """("optimizer state <key> of <parameter>", tensor) for every optimizer's per-parameter state."""
+    names = {id(p): name for name, p in pl_module.named_parameters()}
+    for optimizer in trainer.optimizers:
+        for param, state in optimizer.state.items():
+            for key, value in state.items():
+                yield f"optimizer state {key!r} of {names.get(id(param), '?')!r}", value
 
 
 class EpochSampler(Sampler[int]):

@@ -193,12 +193,13 @@ def load_model(checkpoint: Union[str, Path], config: Union[str, Path, None] = No
 
 
 def _load_ckpt(path: Path, config: Optional[Path]):
-    from mmr1.checkpoint import safe_torch_load
+    from mmr1.checkpoint import require_finite, safe_torch_load
     from mmr1.config import Config
     from mmr1.datamodules.tokenizer import Tokenizer
     from mmr1.training import load_objective_weights, stored_tokenizer
 
     checkpoint = safe_torch_load(path)
+    require_finite(checkpoint.get("state_dict", {}), f"{path}: refusing to load")
     config = config or (path.parent / "config.json" if (path.parent / "config.json").is_file() else None)
     if config is not None:
         if not config.is_file():

@@ -18,8 +18,8 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Pr
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mmr1.callbacks import AtomicCheckpointIO, ResumableSampling
-from mmr1.checkpoint import safe_torch_load
+from mmr1.callbacks import AtomicCheckpointIO, FiniteWeights, ResumableSampling
+from mmr1.checkpoint import require_finite, safe_torch_load
 from mmr1.config import Config
 from mmr1.datamodules.tokenizer import Tokenizer
 from mmr1.lora import apply_lora, merge_lora_in_place
@@ -35,6 +35,7 @@ def export_ckpt(ckpt_path: str | Path, out_folder: str | Path) -> Path:
     checkpoint = safe_torch_load(ckpt_path)
     if "mmr1_config" not in checkpoint:
         raise ValueError(f"{ckpt_path}: no mmr1_config; expected a checkpoint written by an mmr1 objective")
+    require_finite(checkpoint.get("state_dict", {}), f"{ckpt_path}: refusing to export")
     model = load_objective_weights(MultimodalModel(Config.from_dict(checkpoint["mmr1_config"])), checkpoint)
     return model.save_pretrained(out_folder, stored_tokenizer(checkpoint.get("mmr1_tokenizer")))
 
@@ -98,7 +99,7 @@ class TrainingCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """Adds a rich progress bar (unless disabled or another is given), LR monitoring, exact resume,
-        export of the best weights, and atomic checkpoint files."""
+        a stop on non-finite weights, export of the best weights, and atomic checkpoint files."""
         config = self._get(self.config_init, "trainer", default={})
         callbacks = list(config.get("callbacks") or [])
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
@@ -107,6 +108,7 @@ class TrainingCLI(LightningCLI):
         if trainer.loggers:
             trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
         trainer.callbacks.insert(0, ResumableSampling())  # its batch count must be current when checkpoints save
+        trainer.callbacks.insert(0, FiniteWeights())  # before any checkpoint callback saves the step
         trainer.callbacks.append(ExportBest())
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()

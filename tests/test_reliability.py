@@ -1,4 +1,5 @@
-"""Crashes: a SIGKILLed fit resumes to the same weights, a NaN stops training, a failed save keeps the old file."""
+"""Crashes: a SIGKILLed fit resumes to the same weights, a NaN stops training, a failed save keeps the old file,
+a diverged update is never saved, exported or loaded."""
 
 import csv
 import json
@@ -16,9 +17,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from safetensors.torch import load_file
 
-from mmr1.callbacks import AtomicCheckpointIO
+from mmr1.callbacks import AtomicCheckpointIO, FiniteWeights
 from mmr1.datamodules.datamodules import SFTDataModule
 from mmr1.objectives import SFTModule
+from mmr1.inference import load
 from mmr1.training import export_ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,3 +121,82 @@ def test_nan_stops_training_and_the_last_good_checkpoint_survives(tmp_path):
     assert last.read_bytes() == saved
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
         p.name for p in tmp_path.iterdir() if p.is_file() and not p.name.endswith(".tmp"))
+
+
+class InfiniteGradientAt(L.Callback):
+    """Makes one gradient infinite before the given optimizer step: AdamW turns the weight into NaN."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.global_step == self.step:
+            pl_module.model.core.norm.weight.grad.fill_(float("inf"))
+
+
+def tiny_trainer(folder: Path, max_steps: int, *callbacks: L.Callback) -> L.Trainer:
+    checkpoints = ModelCheckpoint(dirpath=folder, save_last=True, every_n_train_steps=1)
+    return L.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, limit_val_batches=0, plugins=[AtomicCheckpointIO()],
+                     callbacks=[checkpoints, FiniteWeights(), *callbacks])
+
+
+def test_a_diverged_update_stops_before_it_is_saved_and_last_ckpt_resumes(tmp_path):
+    torch.manual_seed(0)
+    module = SFTModule(preset="tiny", warmup_steps=1)
+    data = SFTDataModule(config=module.config, batch_size=2, synth_train_size=8, synth_val_size=2)
+    with pytest.raises(FloatingPointError,
+                       match=r"step 4: parameter 'model.core.norm.weight' is not finite after the optimizer step"):
+        tiny_trainer(tmp_path, 6, InfiniteGradientAt(3)).fit(module, data)
+    assert not torch.isfinite(module.model.core.norm.weight).all()  # the update really diverged
+
+    last = tmp_path / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["global_step"] == 3
+    assert all(torch.isfinite(w).all() for w in checkpoint["state_dict"].values())
+    resumed = SFTModule(preset="tiny", warmup_steps=1)
+    trainer = tiny_trainer(tmp_path / "resumed", 5)
+    trainer.fit(resumed, SFTDataModule(config=resumed.config, batch_size=2, synth_train_size=8), ckpt_path=last)
+    assert trainer.global_step == 5 and all(torch.isfinite(p).all() for p in resumed.parameters())
+
+
+def test_export_and_load_refuse_non_finite_weights_by_name(tmp_path):
+    torch.manual_seed(0)
+    module = SFTModule(preset="tiny", warmup_steps=1)
+    trainer = tiny_trainer(tmp_path, 1)
+    trainer.fit(module, SFTDataModule(config=module.config, batch_size=2, synth_train_size=2))
+    with torch.no_grad():
+        module.model.fusion.type_embed["image"][0] = float("inf")
+    poisoned = tmp_path / "poisoned.ckpt"
+    trainer.save_checkpoint(poisoned)
+    bad = r"'model.fusion.type_embed.image' holds NaN or Inf"
+    with pytest.raises(ValueError, match=rf"poisoned.ckpt: refusing to export: tensor {bad}"):
+        export_ckpt(poisoned, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+    with pytest.raises(ValueError, match=rf"poisoned.ckpt: refusing to load: tensor {bad}"):
+        load(poisoned)
+    with pytest.raises(ValueError, match=r"refusing to save: tensor 'fusion.type_embed.image' holds NaN"):
+        module.model.save_pretrained(tmp_path / "folder")
+
+    folder = export_ckpt(tmp_path / "last.ckpt", tmp_path / "good")  # a finite folder, then damaged on disk
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(folder / "model.safetensors")
+    state["core.norm.weight"][1] = float("nan")
+    save_file(state, folder / "model.safetensors")
+    with pytest.raises(ValueError, match=r"model.safetensors: refusing to load: tensor 'core.norm.weight' holds NaN"):
+        load(folder)
+
+
+@pytest.mark.slow
+def test_the_cli_stops_a_diverging_run_and_keeps_last_ckpt_finite(tmp_path):
+    """The reproduction of the report: lr 1e5 without clipping makes the weights non-finite within steps."""
+    run = tmp_path / "run"
+    result = subprocess.run(fit_command(run, "--model.init_args.lr", "1e5", "--model.init_args.warmup_steps", "30",
+                                        "--trainer.gradient_clip_val", "null"),
+                            cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "is not finite after the optimizer step" in result.stderr, result.stderr[-3000:]
+    for path in (run / "checkpoints").glob("*.ckpt"):
+        checkpoint = torch.load(path, weights_only=True)
+        assert all(torch.isfinite(w).all() for w in checkpoint["state_dict"].values()), path

@@ -127,3 +127,20 @@ def test_lightning_ckpt_loads_weights_only(qa, tiny_checkpoint, tmp_path):
     assert load(ckpt)("How many?", max_new_tokens=6).text == qa("How many?", max_new_tokens=6).text
     with pytest.raises(FileNotFoundError):
         load(tmp_path / "nothing.ckpt")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:5000]),
+     r"model.safetensors: damaged or truncated safetensors file"),
+    (lambda f: (f / "tokenizer.json").unlink(), r"no tokenizer.json, and no other tokenizer files"),
+    (lambda f: (f / "tokenizer.json").write_text('{"version": "1.0", "trunc'), r"tokenizer.json: damaged"),
+    (lambda f: (f / "config.json").write_text('{"architecture": "Multi'), r"config.json: damaged, not valid JSON"),
+])
+def test_a_damaged_checkpoint_folder_names_the_file(tiny_checkpoint, tmp_path, damage, message):
+    import shutil
+
+    folder = shutil.copytree(tiny_checkpoint, tmp_path / "copy")
+    damage(folder)
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as error:
+        load(folder)
+    assert "\n" not in str(error.value)
