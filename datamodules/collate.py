@@ -54,7 +54,8 @@ class Collator:
             if self.objective == "masked":
                 batch["text_ids"], batch["text_labels"] = self._mask_tokens(batch["text_ids"], batch["text_mask"])
         if self.objective == "sft":
-            rows = [self._sequence(e, format_response(e["reasoning"], e["answer"])) for e in examples]
+            rows = [self._sequence(e, format_response(e["reasoning"], e["answer"], self.tokenizer.eos_token))
+                    for e in examples]
             batch.update(self._padded(rows))
             if any(e.get("label") is not None for e in examples):
                 batch["class_labels"] = torch.tensor([class_index(e) for e in examples])  # [B]
@@ -85,7 +86,7 @@ class Collator:
     def _sequence(self, example: dict, response: Optional[str]) -> tuple[list[int], list[int]]:
         """(ids, labels) of prompt + response, labels -100 on the prompt."""
         modalities = [m for m, key in MEDIA_KEYS.items() if example[key] is not None]
-        prompt = self.tokenizer.encode(format_prompt(example["question"], modalities))
+        prompt = self.tokenizer.encode(format_prompt(example["question"], modalities, self.tokenizer))
         ids = prompt + (self.tokenizer.encode(response) if response else [])
         labels = [IGNORE] * len(prompt) + ids[len(prompt):]
         _check_length(example, ids, self.max_length, "prompt + response", "max_length")

@@ -4,9 +4,11 @@ mmr1 trains byte-level BPE vocabularies itself (in memory, in milliseconds) or l
 any folder with a `tokenizer.json` (or one AutoTokenizer can read). The SPECIAL_TOKENS
 are always present; a trained BPE holds them at ids 0..10, so `<pad>`=0, `<s>`=1,
 `</s>`=2 match CoreConfig's defaults. `<s>`/`</s>` delimit the core's chat format
-whatever the vocabulary; padding and masking use the folder's own pad/mask tokens
-when it names them (e.g. BERT's `[PAD]`), so a pretrained text encoder never sees an
-id outside its embedding table.
+unless the folder names its own bos/eos and has a chat template (a pretrained chat
+model, see `mmr1 import`): then prompts are its template's user turn and a response
+ends with its eos. Padding and masking use the folder's own pad/mask tokens when it
+names them (e.g. BERT's `[PAD]`), so a pretrained text encoder never sees an id
+outside its embedding table.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from mmr1.config import SPECIAL_TOKENS
 class Tokenizer:
     """Encode/decode text; special tokens are single ids."""
 
-    def __init__(self, backend: tokenizers.Tokenizer, pad_token: str = "<pad>", mask_token: str = "<mask>"):
+    def __init__(self, backend: tokenizers.Tokenizer, pad_token: str = "<pad>", mask_token: str = "<mask>",
+                 bos_token: str = "<s>", eos_token: str = "</s>", chat_template: str | None = None):
         missing = [t for t in SPECIAL_TOKENS if backend.token_to_id(t) is None]
         if missing:
             backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
@@ -34,6 +37,9 @@ class Tokenizer:
         self.backend = backend
         self.pad_token = pad_token
         self.mask_token = mask_token
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        self.chat_template = chat_template  # Jinja, as in Hugging Face tokenizer_config.json
 
     # ---- construction -------------------------------------------------------------
     @classmethod
@@ -80,7 +86,10 @@ class Tokenizer:
                 raise FileNotFoundError(f"{folder}: no tokenizer.json, and no other tokenizer files that "
                                         "transformers reads (vocab.txt, vocab.json + merges.txt, ...)") from e
         names = _special_token_names(folder)
-        return cls(backend, names.get("pad_token", "<pad>"), names.get("mask_token", "<mask>"))
+        template = _chat_template(folder)
+        return cls(backend, names.get("pad_token", "<pad>"), names.get("mask_token", "<mask>"),
+                   names.get("bos_token", "<s>") if template else "<s>",
+                   names.get("eos_token", "</s>") if template else "</s>", template)
 
     def save(self, folder: str | Path) -> Path:
         """Write tokenizer.json + tokenizer_config.json (AutoTokenizer-loadable)."""
@@ -89,8 +98,8 @@ class Tokenizer:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         hf = PreTrainedTokenizerFast(
-            tokenizer_object=self.backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-            pad_token=self.pad_token, mask_token=self.mask_token,
+            tokenizer_object=self.backend, bos_token=self.bos_token, eos_token=self.eos_token, unk_token="<unk>",
+            pad_token=self.pad_token, mask_token=self.mask_token, chat_template=self.chat_template,
         )
         hf.save_pretrained(str(folder))
         return folder
@@ -101,6 +110,17 @@ class Tokenizer:
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def chat_prompt(self, content: str) -> str:
+        """`content` as the user turn of the chat template, with the assistant's turn opened."""
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        if self.chat_template is None:
+            raise ValueError("chat_template: this tokenizer has none")
+        rendered, _ = render_jinja_template([[{"role": "user", "content": content}]], chat_template=self.chat_template,
+                                            add_generation_prompt=True, bos_token=self.bos_token,
+                                            eos_token=self.eos_token)
+        return rendered[0]
 
     def token_id(self, token: str) -> int:
         index = self.backend.token_to_id(token)
@@ -130,15 +150,15 @@ class Tokenizer:
 
     @property
     def bos_id(self) -> int:
-        return self.token_id("<s>")
+        return self.token_id(self.bos_token)
 
     @property
     def eos_id(self) -> int:
-        return self.token_id("</s>")
+        return self.token_id(self.eos_token)
 
 
 def _special_token_names(folder: Path) -> dict[str, str]:
-    """pad/mask token names from tokenizer_config.json or special_tokens_map.json."""
+    """pad/mask/bos/eos token names from tokenizer_config.json or special_tokens_map.json."""
     names: dict[str, str] = {}
     for file in ("special_tokens_map.json", "tokenizer_config.json"):
         path = folder / file
@@ -147,13 +167,23 @@ def _special_token_names(folder: Path) -> dict[str, str]:
                 data = json.loads(path.read_text())
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}: damaged, not valid JSON ({e})") from e
-            for key in ("pad_token", "mask_token"):
+            for key in ("pad_token", "mask_token", "bos_token", "eos_token"):
                 value = data.get(key)
                 if isinstance(value, dict):
                     value = value.get("content")
                 if isinstance(value, str):
                     names[key] = value
     return names
+
+
+def _chat_template(folder: Path) -> str | None:
+    """The Jinja chat template of chat_template.jinja or tokenizer_config.json, if any."""
+    path = folder / "chat_template.jinja"
+    if path.is_file():
+        return path.read_text()
+    config = folder / "tokenizer_config.json"
+    template = json.loads(config.read_text()).get("chat_template") if config.is_file() else None
+    return template if isinstance(template, str) else None
 
 
 @functools.lru_cache(maxsize=1)

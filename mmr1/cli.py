@@ -4,6 +4,7 @@
     mmr1 pipeline --config configs/r1_tiny.yaml     the R1 recipe: SFT -> GRPO -> rejection sampling -> …
     mmr1 sample --checkpoint F [--manifest M | --synth-n N] --n 8 --min-reward R --out OUT.jsonl   rejection sampling
     mmr1 init --preset tiny --out runs/tiny        build a model + tokenizer, save a checkpoint folder
+    mmr1 import --gguf [FILE] | --hf FOLDER --out F  a pretrained Llama/Qwen2 LM as a checkpoint folder
     mmr1 info --preset tiny                        parameter counts per component
     mmr1 qa|eval|demo|export …                     inference (see mmr1.commands_infer)
     mmr1 data synth|check|tokenizer|convert …      datasets (see `mmr1 data --help`)
@@ -66,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     from mmr1.sampling_cmd import add_command as add_sample
 
     add_sample(commands, debug)
+    from mmr1.import_cmd import add_command as add_import
+
+    add_import(commands, debug)
 
     info = commands.add_parser("info", parents=[debug], help="parameter counts of a preset or checkpoint")
     info.add_argument("--preset", default="tiny")

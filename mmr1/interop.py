@@ -69,21 +69,49 @@ def read_hf_weights(folder: Path) -> dict[str, torch.Tensor]:
                             "(pickled pytorch_model.bin files are not loaded)")
 
 
+def core_state_from_hf(state: dict[str, torch.Tensor], cfg: CoreConfig, where: str) -> dict[str, torch.Tensor]:
+    """A Llama/Qwen2 state dict under the core's names: "model." stripped, RoPE buffers dropped,
+    the LM head supplied from the embedding when the checkpoint ties them."""
+    state = {k.removeprefix("model."): v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    if "lm_head.weight" not in state:
+        if not cfg.tie_embeddings:
+            raise ValueError(f"{where}: tie_word_embeddings is false but the checkpoint has no lm_head.weight")
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    return state
+
+
+def grow_vocab(state: dict[str, torch.Tensor], cfg: CoreConfig, n_old: int) -> dict[str, torch.Tensor]:
+    """The core state with embed_tokens/lm_head at cfg.vocab_size rows, rows from `n_old` on (the
+    tokens the tokenizer did not have) set to the mean of the first n_old: a new token starts as an
+    average token, and the old rows, hence the logits over the old vocabulary, are unchanged."""
+    grown = dict(state)
+    names = ("embed_tokens.weight",) if cfg.tie_embeddings else ("embed_tokens.weight", "lm_head.weight")
+    for name in names:
+        weight = state[name]  # [V, D]
+        if not weight.shape[0] <= cfg.vocab_size or not 0 < n_old <= weight.shape[0]:
+            raise ValueError(f"core.vocab_size: expected {name}'s {weight.shape[0]} rows <= vocab_size "
+                             f"{cfg.vocab_size} and 0 < n_old={n_old} <= rows")
+        mean = weight[:n_old].mean(dim=0, keepdim=True)  # [1, D]
+        grown[name] = torch.cat((weight[:n_old], mean.expand(cfg.vocab_size - n_old, -1)), dim=0)  # [V_new, D]
+    if cfg.tie_embeddings:
+        grown["lm_head.weight"] = grown["embed_tokens.weight"]
+    return grown
+
+
+def load_core_state(core, state: dict[str, torch.Tensor], where: str) -> None:
+    """Load a core state (see `core_state_from_hf`), naming missing and unexpected weights."""
+    result = core.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"{where}: weights do not match the config: missing {result.missing_keys[:8]}, "
+                         f"unexpected {result.unexpected_keys[:8]}")
+
+
 def load_hf_core(cls, folder: str | Path, dtype: torch.dtype = torch.float32):
     folder = Path(folder)
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{folder}: no config.json; expected a Hugging Face checkpoint folder")
     cfg = core_config_from_hf(json.loads(config_path.read_text()))
-    state = {k.removeprefix("model."): v for k, v in read_hf_weights(folder).items()}
-    state = {k: v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
-    if "lm_head.weight" not in state:
-        if not cfg.tie_embeddings:
-            raise ValueError(f"{folder}: tie_word_embeddings is false but the checkpoint has no lm_head.weight")
-        state["lm_head.weight"] = state["embed_tokens.weight"]
     core = cls(cfg)
-    result = core.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(f"{folder}: weights do not match the config: missing {result.missing_keys[:8]}, "
-                         f"unexpected {result.unexpected_keys[:8]}")
+    load_core_state(core, core_state_from_hf(read_hf_weights(folder), cfg, str(folder)), str(folder))
     return core.to(dtype)

