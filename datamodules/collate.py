@@ -19,6 +19,7 @@ from typing import Optional
 
 import torch
 
+from mmr1.config import Config
 from mmr1.datamodules.prompt import format_prompt, format_response
 from mmr1.datamodules.records import OBJECTIVES
 from mmr1.datamodules.tokenizer import Tokenizer
@@ -28,7 +29,8 @@ MEDIA_KEYS = {"image": "pixel_values", "audio": "audio_values"}  # modality -> e
 
 
 class Collator:
-    """Callable `collate_fn`: list of examples → batch dict."""
+    """Callable `collate_fn`: list of examples → batch dict. A skip marker `{"skipped": (where, reason)}`
+    (a record the dataset could not use) is dropped from the batch; its report travels in `batch["skipped"]`."""
 
     def __init__(self, tokenizer: Tokenizer, objective: str, text_tokenizer: Optional[Tokenizer] = None,
                  max_length: Optional[int] = None, text_max_length: Optional[int] = None,
@@ -43,38 +45,67 @@ class Collator:
         self.mlm_probability = mlm_probability
         self.encode_text = encode_text  # False for a model without a text encoder: no text_ids
 
+    @classmethod
+    def for_model(cls, config: Config, objective: str, tokenizer: Optional[str] = None,
+                  text_tokenizer: Optional[str] = None, max_length: Optional[int] = None) -> "Collator":
+        """The collator training uses for a model: its tokenizer folder(s) (None = `Tokenizer.default()`;
+        the text encoder's from `config.text.pretrained`) and its length limits (max_length None = the
+        longest text the core takes, `core_text_limit`)."""
+        core_tokenizer = Tokenizer.from_pretrained(tokenizer) if tokenizer else Tokenizer.default()
+        text_folder = text_tokenizer or (config.text.pretrained if config.text is not None else None)
+        return cls(core_tokenizer, objective, Tokenizer.from_pretrained(text_folder) if text_folder else None,
+                   max_length if max_length is not None else core_text_limit(config),
+                   config.text.max_positions if config.text is not None else None,
+                   encode_text=config.text is not None)
+
     def __call__(self, examples: list[dict]) -> dict:
-        batch = media(examples)
-        texts = [self._encoder_text(e) for e in examples]
-        if self.encode_text and any(t is not None for t in texts):
-            rows = [self.text_tokenizer.encode(t, add_special_tokens=True) if t else [] for t in texts]
-            for example, row in zip(examples, rows):
-                _check_length(example, row, self.text_max_length, "text encoder input", "text.max_positions")
-            batch["text_ids"], batch["text_mask"] = pad(rows, self.text_tokenizer.pad_id)  # [B, L]
+        skipped = [e["skipped"] for e in examples if "skipped" in e]
+        examples = [e for e in examples if "skipped" not in e]
+        batch = {"skipped": skipped} if skipped else {}
+        if not examples:
+            return batch
+        rows = [self.encode(e) for e in examples]
+        batch.update(media(examples))
+        if any(row["text"] is not None for row in rows):
+            batch["text_ids"], batch["text_mask"] = pad([row["text"] or [] for row in rows],
+                                                        self.text_tokenizer.pad_id)  # [B, L]
             if self.objective == "masked":
                 batch["text_ids"], batch["text_labels"] = self._mask_tokens(batch["text_ids"], batch["text_mask"])
         if self.objective == "sft":
-            rows = [self._sequence(e, format_response(e["reasoning"], e["answer"], self.tokenizer.eos_token))
-                    for e in examples]
-            batch.update(self._padded(rows))
+            batch.update(self._padded([row["sequence"] for row in rows]))
             if any(e.get("label") is not None for e in examples):
                 batch["class_labels"] = torch.tensor([class_index(e) for e in examples])  # [B]
         elif self.objective == "rl":
-            rows = [self._sequence(e, None)[0] for e in examples]
-            batch["input_ids"], batch["attention_mask"] = pad(rows, self.tokenizer.pad_id, left=True)  # [B, T]
+            ids = [row["sequence"][0] for row in rows]
+            batch["input_ids"], batch["attention_mask"] = pad(ids, self.tokenizer.pad_id, left=True)  # [B, T]
         elif self.objective == "preference":
-            rows = [self._sequence(e, _ended(e[side])) for side in ("chosen", "rejected") for e in examples]
-            both = self._padded(rows)  # [2B, T] each
+            both = self._padded([row["chosen"] for row in rows] + [row["rejected"] for row in rows])  # [2B, T]
             for key, value in both.items():
                 batch[f"chosen_{key}"], batch[f"rejected_{key}"] = value.chunk(2)
         if any(e.get("answer") is not None for e in examples):
             batch["answers"] = [e.get("answer") or "" for e in examples]
         if any(e.get("id") is not None for e in examples):
             batch["ids"] = [str(e.get("id") or "") for e in examples]
-        skipped = [reason for e in examples for reason in e.get("skipped", ())]
-        if skipped:
-            batch["skipped"] = skipped
         return batch
+
+    def encode(self, example: dict) -> dict:
+        """One example's token rows: `text` (the text encoder's ids, or None) and the objective's
+        `sequence` / `chosen` / `rejected` (ids, labels). ValueError when one is over its limit, so a
+        dataset can check a record with this before it reaches a batch."""
+        rows = {"text": None}
+        text = self._encoder_text(example)
+        if self.encode_text and text is not None:
+            rows["text"] = self.text_tokenizer.encode(text, add_special_tokens=True) if text else []
+            _check_length(example, rows["text"], self.text_max_length, "text encoder input", "text.max_positions")
+        if self.objective == "sft":
+            response = format_response(example["reasoning"], example["answer"], self.tokenizer.eos_token)
+            rows["sequence"] = self._sequence(example, response)
+        elif self.objective == "rl":
+            rows["sequence"] = self._sequence(example, None)
+        elif self.objective == "preference":
+            for side in ("chosen", "rejected"):
+                rows[side] = self._sequence(example, _ended(example[side]))
+        return rows
 
     def _encoder_text(self, example: dict) -> Optional[str]:
         if self.objective == "paired":
@@ -150,6 +181,13 @@ def class_index(example: dict) -> int:
     raise ValueError(f"record {example.get('id', '?')}: label {label!r} is neither a class index (an int from 0, "
                      f"below len(choices)) nor one of its choices {choices}; in a batch with labels, every "
                      "record needs one")
+
+
+def core_text_limit(config: Config) -> int:
+    """The longest text the core takes: core.max_seq_len less the largest prefix, when the fusion bounds it
+    (`fusion.resampler_tokens` per modality); else core.max_seq_len (the core checks prefix + text itself)."""
+    prefix = config.fusion.resampler_tokens * len(config.modalities) if config.modalities else 0
+    return config.core.max_seq_len - prefix
 
 
 def _check_length(example: dict, ids: list[int], limit: Optional[int], what: str, setting: str) -> None:

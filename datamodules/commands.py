@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from mmr1.config import PRESETS, Config
 from mmr1.datamodules.records import OBJECTIVES, TEXT_FIELDS
@@ -21,6 +22,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"mmr1 data {args.command}: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader stopped early (`| head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,10 +40,17 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--image-size", type=int, default=32)
     synth.set_defaults(run=_synth)
 
-    check = commands.add_parser("check", help="validate a manifest: JSON, fields, files, decoding, durations")
+    check = commands.add_parser("check", help="validate a manifest exactly as training will: JSON, fields, "
+                                               "files, decoding, finite media, durations, token lengths")
     check.add_argument("manifest", type=Path)
-    check.add_argument("--objective", choices=OBJECTIVES, default=None, help="check the fields it needs")
-    check.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model whose processors decode")
+    check.add_argument("--objective", choices=OBJECTIVES, default=None,
+                       help="check the fields and lengths it needs (default: sft for question + answer records, "
+                            "preference for chosen + rejected, else masked; no fields required)")
+    model = check.add_mutually_exclusive_group()
+    model.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="the model to check for")
+    model.add_argument("--checkpoint", type=Path, help="a checkpoint folder: its config and tokenizer")
+    check.add_argument("--max-length", type=int, default=None,
+                       help="the training's data.max_length (default: what the core takes beside the prefix)")
     check.set_defaults(run=_check)
 
     tokenizer = commands.add_parser("tokenizer", help="train a byte-level BPE tokenizer")
@@ -67,27 +78,61 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from mmr1.datamodules.manifest import read_manifest
+    from mmr1.datamodules.manifest import BadRecord, ManifestDataset
     from mmr1.datamodules.records import RecordProcessor
 
-    records, failures = read_manifest(args.manifest, args.objective, skip_bad_records=True)
-    total = len(records) + len(failures)
-    processors = RecordProcessor.from_config(Config.from_name(args.preset))
+    config = _checkpoint_config(args.checkpoint) if args.checkpoint else Config.from_name(args.preset)
+    dataset = ManifestDataset(args.manifest, RecordProcessor.from_config(config), args.objective,
+                              skip_bad_records=True, encode=_encoder(args, config))
+    failures = list(dataset.skipped)
     fields, answers, seconds = Counter(), Counter(), []
-    for line, record in records:
+    for index, (line, record) in enumerate(dataset.records):
         try:
-            example = processors(record, args.manifest.parent)
-        except ValueError as e:
-            failures.append((line, str(e)))
+            example = dataset.example(index)  # exactly what a training item goes through
+        except BadRecord as e:
+            failures.append((line, e.reason))
             continue
         fields.update(key for key in TEXT_FIELDS + ("choices",) if record.get(key) is not None)
         fields[_modalities(record)] += 1
         if record.get("answer") is not None:
             answers[record["answer"]] += 1
         if example["audio_values"] is not None:
-            seconds.append(len(example["audio_values"]) / processors.audio.sample_rate)
+            seconds.append(len(example["audio_values"]) / dataset.processors.audio.sample_rate)
+    total = len(dataset.records) + len(dataset.skipped)
     _print_summary(args.manifest, total, fields, answers, seconds, sorted(failures))
     return 1 if failures else 0
+
+
+def _checkpoint_config(folder: Path) -> Config:
+    from mmr1.checkpoint import read_config
+
+    data = read_config(folder, "MultimodalModel")
+    data.pop("architecture")
+    return Config.from_dict(data)
+
+
+def _encoder(args: argparse.Namespace, config: Config) -> Callable[[dict], dict]:
+    """`Collator.encode` of the collator training builds for this model: for --objective, else for the
+    objective each record's fields serve."""
+    from mmr1.datamodules.collate import Collator
+
+    collators: dict[str, Collator] = {}
+
+    def encode(example: dict) -> dict:
+        objective = args.objective or _objective_of(example)
+        if objective not in collators:
+            collators[objective] = Collator.for_model(config, objective, args.checkpoint, max_length=args.max_length)
+        return collators[objective].encode(example)
+
+    return encode
+
+
+def _objective_of(example: dict) -> str:
+    if example.get("question") and example.get("answer") is not None:
+        return "sft"
+    if example.get("question") and example.get("chosen") and example.get("rejected"):
+        return "preference"
+    return "masked"
 
 
 def _modalities(record: dict) -> str:

@@ -9,7 +9,6 @@ on their index, so `seed_everything(workers=True)` makes runs repeatable.
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Optional
 
 import lightning as L
@@ -19,12 +18,9 @@ from mmr1.config import Config
 from mmr1.datamodules.collate import Collator
 from mmr1.datamodules.manifest import ManifestDataset
 from mmr1.datamodules.records import RecordProcessor
+from mmr1.datamodules.skips import SANITY, STAGES, SkipLedger
 from mmr1.datamodules.synth import Synth
 from mmr1.datamodules.synth_dataset import SynthDataset
-from mmr1.datamodules.tokenizer import Tokenizer
-
-log = logging.getLogger(__name__)
-
 
 class MultimodalDataModule(L.LightningDataModule):
     """Shared machinery; subclasses only pick the objective."""
@@ -60,9 +56,11 @@ class MultimodalDataModule(L.LightningDataModule):
             text_tokenizer: folder for the text encoder's ids; None = config.text.pretrained, else `tokenizer`.
             batch_size / num_workers: per process (per GPU under DDP).
             seed: seed of the synthetic splits.
-            skip_bad_records: skip and report bad records instead of raising.
+            skip_bad_records: leave bad records out of their batch (never replaced) and report each once,
+                with totals per epoch and per run (`BadRecordReport`), instead of raising.
             synth_*_size / difficulty: size and difficulty (1..3, None = mixed) of the synthetic splits.
-            max_length: longest core sequence in tokens (a longer record is an error); None = no limit.
+            max_length: longest core sequence in tokens (a longer record is an error); None = what the
+                core takes beside the largest prefix (`core_text_limit`).
             augment: image augmentation on the training split.
         """
         super().__init__()
@@ -71,7 +69,7 @@ class MultimodalDataModule(L.LightningDataModule):
         self.manifests = {"train": train_manifest, "val": val_manifest, "test": test_manifest}
         self.synth_sizes = {"train": synth_train_size, "val": synth_val_size, "test": synth_test_size}
         self.datasets: dict[str, Dataset] = {}
-        self.skipped: list[str] = []  # "manifest:line: reason" gathered from batches since the last report
+        self.skips = SkipLedger()
         self._tokenizer = tokenizer
         self._text_tokenizer = text_tokenizer
 
@@ -92,20 +90,19 @@ class MultimodalDataModule(L.LightningDataModule):
             return SynthDataset(synth, self.synth_sizes[split], processors)
         if self.manifests[split] is None:
             return None
-        dataset = ManifestDataset(self.manifests[split], processors, self.objective, self.hparams.skip_bad_records)
+        dataset = ManifestDataset(self.manifests[split], processors, self.objective, self.hparams.skip_bad_records,
+                                  encode=self.collator.encode)
         for line, reason in dataset.skipped:
-            self._skip(f"{dataset.path}:{line}: {reason}")
+            self.skips.add(STAGES[split], f"{dataset.path}:{line}", reason, every_epoch=True)
+        if not len(dataset):
+            raise ValueError(f"{dataset.path}: no usable records ({len(dataset.skipped)} skipped)")
         return dataset
 
     @functools.cached_property
     def collator(self) -> Collator:
-        """The objective's collator with the model's tokenizer(s), built once."""
-        tokenizer = Tokenizer.from_pretrained(self._tokenizer) if self._tokenizer else Tokenizer.default()
-        text_folder = self._text_tokenizer or (self.config.text.pretrained if self.config.text is not None else None)
-        text_tokenizer = Tokenizer.from_pretrained(text_folder) if text_folder else tokenizer
-        text_max_length = self.config.text.max_positions if self.config.text is not None else None
-        return Collator(tokenizer, self.objective, text_tokenizer, self.hparams.max_length, text_max_length,
-                        encode_text=self.config.text is not None)
+        """The objective's collator with the model's tokenizer(s) and length limits, built once."""
+        return Collator.for_model(self.config, self.objective, self._tokenizer, self._text_tokenizer,
+                                  self.hparams.max_length)
 
     # ---- loading ------------------------------------------------------------------------
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader | list:
@@ -128,19 +125,12 @@ class MultimodalDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Takes the skip reports out of the batch (the model never sees them) and logs each one."""
-        for reason in batch.pop("skipped", ()):
-            self._skip(reason)
+        """Takes the skip reports out of the batch (the model never sees them) into `self.skips`."""
+        running = self.trainer.state.stage if self.trainer is not None else None
+        stage = running.value if running is not None else None
+        for where, reason in batch.pop("skipped", ()):
+            self.skips.add(SANITY.get(stage, stage), where, reason)
         return batch
-
-    def _skip(self, reason: str) -> None:
-        log.warning("skipped bad record %s", reason)
-        self.skipped.append(reason)
-
-    def pop_skipped(self) -> list[str]:
-        """The distinct skip reports since the last call."""
-        reports, self.skipped = list(dict.fromkeys(self.skipped)), []
-        return reports
 
 
 class PairedDataModule(MultimodalDataModule):

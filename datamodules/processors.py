@@ -48,7 +48,15 @@ class ImageProcessor:
         self.transform = v2.Compose(steps)
 
     def __call__(self, source: ImageSource) -> torch.Tensor:
-        return self.transform(_to_tensor(load_image(source) if isinstance(source, (str, Path)) else source))
+        if not isinstance(source, (str, Path, Image.Image, torch.Tensor)):
+            raise ValueError(f"expected a path, a PIL image or a [3, H, W] tensor, got {type(source).__name__}")
+        pixels = _to_tensor(load_image(source) if isinstance(source, (str, Path)) else source)  # [3, H, W]
+        if pixels.shape[-1] == 0 or pixels.shape[-2] == 0:
+            raise ValueError(f"empty image ({pixels.shape[-1]}x{pixels.shape[-2]} pixels)")
+        pixels = self.transform(pixels)
+        if not torch.isfinite(pixels).all():
+            raise ValueError("pixels hold NaN or Inf")
+        return pixels
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -86,17 +94,19 @@ class AudioProcessor:
         self.max_seconds = cfg.max_seconds
 
     def __call__(self, source: AudioSource, sample_rate: Optional[int] = None) -> tuple[torch.Tensor, int]:
-        """(waveform [S], S). Arrays are [N] or [N, channels], at `sample_rate` (default: the model's)."""
+        """(waveform [S], S). Arrays (see `audio_array`) are at `sample_rate` (default: the model's)."""
         if isinstance(source, (str, Path)):
             samples, sample_rate = self._read(source)
             where = str(source)
         else:
             sample_rate = sample_rate or self.sample_rate
-            samples, where = np.asarray(source, dtype=np.float32), "audio array"
+            samples, where = audio_array(source), "audio array"
             self._check_duration(where, len(samples) / sample_rate)
         wave = torch.from_numpy(np.ascontiguousarray(samples if samples.ndim == 1 else samples.mean(axis=1)))
         if wave.numel() == 0:
             raise ValueError(f"{where}: no samples")
+        if not torch.isfinite(wave).all():
+            raise ValueError(f"{where}: samples hold NaN or Inf")
         if sample_rate != self.sample_rate:
             wave = torchaudio.functional.resample(wave, sample_rate, self.sample_rate)
         return wave.float(), wave.numel()
@@ -112,3 +122,23 @@ class AudioProcessor:
     def _check_duration(self, where: str, seconds: float) -> None:
         if seconds > self.max_seconds:
             raise ValueError(f"{where}: {seconds:.2f} s is longer than audio.max_seconds={self.max_seconds:g} s")
+
+
+def audio_array(source: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Samples as float32 [N] or [N, C]. Accepts [N], [N, C] and torchaudio's [C, N] (C <= 8 channels);
+    integer PCM is scaled to [-1, 1] by its dtype. Any other shape or dtype is an error, never a guess."""
+    if isinstance(source, torch.Tensor):
+        source = source.detach().cpu().numpy()
+    samples = np.asarray(source)
+    if samples.ndim == 2 and samples.shape[1] > 8 and samples.shape[0] <= 8:
+        samples = samples.T  # torchaudio's [C, N] -> [N, C]
+    if samples.ndim not in (1, 2) or (samples.ndim == 2 and samples.shape[1] > 8):
+        raise ValueError(f"audio array: expected [N], [N, C] or [C, N] with C <= 8 channels, "
+                         f"got shape {list(samples.shape)}")
+    if np.issubdtype(samples.dtype, np.integer):
+        info = np.iinfo(samples.dtype)
+        middle = (int(info.max) + int(info.min) + 1) / 2  # 0 for signed PCM, 128 for uint8
+        return ((samples.astype(np.float64) - middle) / (info.max - middle)).astype(np.float32)
+    if not np.issubdtype(samples.dtype, np.floating):
+        raise ValueError(f"audio array: expected float or integer PCM samples, got dtype {samples.dtype}")
+    return samples.astype(np.float32)

@@ -8,6 +8,7 @@ record's strings.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +20,7 @@ from mmr1.datamodules.processors import AudioProcessor, ImageAugment, ImageProce
 OBJECTIVES = ("sft", "rl", "paired", "masked", "preference")
 TEXT_FIELDS = ("id", "image", "audio", "text", "question", "answer", "reasoning", "caption", "chosen", "rejected")
 STRING_KEYS = ("id", "text", "question", "answer", "reasoning", "caption", "chosen", "rejected")  # copied to examples
+FIELDS = TEXT_FIELDS + ("choices", "label", "difficulty", "sample_rate")  # every field a record may have
 REQUIRED = {  # objective -> fields every record must have
     "sft": ("question", "answer"),
     "rl": ("question", "answer"),
@@ -66,6 +68,17 @@ def check_record(record: object, objective: Optional[str], root: Optional[Path] 
             if isinstance(record.get(key), str) and not (root / record[key]).is_file():
                 raise ValueError(f"{key}: file not found: {root / record[key]}")
     return record
+
+
+def unknown_fields(record: dict) -> list[tuple[str, str]]:
+    """(name, note) for each field mmr1 does not read, with the closest known name when one is close."""
+    notes = []
+    for name in record:
+        if name not in FIELDS:
+            close = difflib.get_close_matches(name, FIELDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            notes.append((name, f"unknown field {name!r} is ignored{hint}; known: {', '.join(FIELDS[:-1])}"))
+    return notes
 
 
 class RecordProcessor:

@@ -21,8 +21,9 @@ import torch
 
 from mmr1.model import MultimodalModel
 
-ImageInput = Any  # a path, a PIL image or a [3, H, W] tensor
-AudioInput = Any  # a path or a 1-D array of samples
+ImageInput = Any  # a path, a PIL image or a [3, H, W] / [1, H, W] / [H, W] tensor
+AudioInput = Any  # a path, or an array/tensor [N], [N, C] or [C, N] (C <= 8); integer PCM is scaled by its dtype
+GENERATION = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "eos_token_id", "generator")
 COMPRESSION_NAME = "compression.json"  # written by mmr1.compress.export_quantized
 
 
@@ -43,7 +44,9 @@ class QAPipeline:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.records = RecordProcessor.from_config(model.config)
-        self.collate = Collator(tokenizer, "rl", encode_text=model.config.text is not None)
+        text = model.config.text
+        self.collate = Collator(tokenizer, "rl", text_max_length=text.max_positions if text is not None else None,
+                                encode_text=text is not None)
         self.max_question_tokens = max_question_tokens
 
     @classmethod
@@ -56,13 +59,16 @@ class QAPipeline:
         `generation`: max_new_tokens, do_sample, temperature, top_k, top_p, eos_token_id, generator."""
         if isinstance(question, str):
             return self.answer([self.example(question, image, audio, sample_rate)], stop, **generation)[0]
-        n = len(question)
-        images = list(image) if image is not None else [None] * n
-        clips = list(audio) if audio is not None else [None] * n
-        if len(images) != n or len(clips) != n:
-            raise ValueError(f"image/audio: expected one entry per question ({n}), got {len(images)} and {len(clips)}")
+        if not isinstance(question, (list, tuple)) or not question:
+            raise ValueError(f"question: expected a string or a non-empty list of strings, got {question!r:.80}")
+        n, media = len(question), {}
+        for name, value in (("image", image), ("audio", audio)):
+            if value is not None and not (isinstance(value, (list, tuple)) and len(value) == n):
+                raise ValueError(f"{name}: with {n} questions, expected a list of {n} entries (None where absent), "
+                                 f"got {type(value).__name__}" + (f" of {len(value)}" if isinstance(value, list) else ""))
+            media[name] = [None] * n if value is None else list(value)
         examples = [self.example(q, i, a, sample_rate, index)
-                    for index, (q, i, a) in enumerate(zip(question, images, clips))]
+                    for index, (q, i, a) in enumerate(zip(question, media["image"], media["audio"]))]
         return self.answer(examples, stop, **generation)
 
     def stream(self, question: str, image=None, audio=None, sample_rate: Optional[int] = None,
@@ -96,24 +102,22 @@ class QAPipeline:
 
     def example(self, question: str, image=None, audio=None, sample_rate: Optional[int] = None, index: int = 0) -> dict:
         """One question with its media → the example the collator batches (media decoded, limits checked)."""
-        import numpy as np
+        from mmr1.datamodules.processors import audio_array
 
         if not isinstance(question, str) or not question.strip():
-            raise ValueError(f"question[{index}]: expected a non-empty string, got {question!r}")
+            raise ValueError(f"question[{index}]: expected a non-empty string, got {question!r:.80}")
         for modality, media, processor in (("image", image, self.records.image), ("audio", audio, self.records.audio)):
             if media is not None and processor is None:
                 raise ValueError(f"{modality}[{index}]: this model was built without the {modality} modality")
-        if isinstance(audio, torch.Tensor):
-            audio = audio.numpy()
-        record = {"question": question, "image": image, "audio": audio,
+        if sample_rate is not None and (not isinstance(sample_rate, int) or isinstance(sample_rate, bool)
+                                        or sample_rate <= 0):
+            raise ValueError(f"sample_rate: expected a positive number of samples per second, got {sample_rate!r}")
+        record = {"question": question, "image": str(image) if isinstance(image, Path) else image,
+                  "audio": str(audio) if isinstance(audio, Path) else audio,
                   "sample_rate": sample_rate or (self.records.audio and self.records.audio.sample_rate)}
-        if isinstance(audio, (str, Path)):
-            record["audio"] = str(audio)
-        elif audio is not None:
-            record["audio"] = np.asarray(audio, dtype=np.float32)
-        if isinstance(image, Path):
-            record["image"] = str(image)
         try:
+            if audio is not None and not isinstance(audio, (str, Path)):
+                record["audio"] = audio_array(audio)  # [N] or [N, C] float32
             return self.records(record)
         except ValueError as e:
             raise ValueError(f"question[{index}]: {e}") from e
@@ -131,6 +135,7 @@ class QAPipeline:
     def _decode(self, batch: dict, stop: Sequence[str], options: dict) -> Iterator[list[list[int]]]:
         """After each decoding step, every row's completion ids so far (end token left out);
         a row ends at an end token or once its text holds a stop string."""
+        _check_options(stop, options)
         options = dict(options)
         options.setdefault("max_new_tokens", 64)
         options.setdefault("eos_token_id", self.tokenizer.eos_id)
@@ -150,6 +155,22 @@ class QAPipeline:
             yield rows
             if all(done):
                 return
+
+
+def _check_options(stop: Sequence[str], generation: dict) -> None:
+    """ValueError naming the first stop string or generation option that cannot work (temperature and
+    top_p are checked by the sampler, which uses them)."""
+    if isinstance(stop, str) or not all(isinstance(s, str) and s for s in stop):
+        raise ValueError(f"stop: expected a list of non-empty strings, got {stop!r:.80}")
+    unknown = sorted(set(generation) - set(GENERATION))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown generation option; expected some of {list(GENERATION)}")
+    for name, valid, expected in (
+            ("max_new_tokens", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+            ("top_k", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (0 = off)")):
+        value = generation.get(name)
+        if value is not None and (isinstance(value, bool) or not valid(value)):
+            raise ValueError(f"{name}: expected {expected}, got {value!r}")
 
 
 def _cut(text: str, stop: Sequence[str]) -> str:

@@ -21,6 +21,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from mmr1.callbacks import AtomicCheckpointIO, FiniteWeights, ResumableSampling
 from mmr1.checkpoint import require_finite, safe_torch_load
 from mmr1.config import Config
+from mmr1.datamodules.callbacks import BadRecordReport
 from mmr1.datamodules.tokenizer import Tokenizer
 from mmr1.lora import apply_lora, merge_lora_in_place
 from mmr1.model import MultimodalModel
@@ -99,7 +100,8 @@ class TrainingCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         """Adds a rich progress bar (unless disabled or another is given), LR monitoring, exact resume,
-        a stop on non-finite weights, export of the best weights, and atomic checkpoint files."""
+        a stop on non-finite weights, reports of skipped bad records, export of the best weights, and atomic
+        checkpoint files."""
         config = self._get(self.config_init, "trainer", default={})
         callbacks = list(config.get("callbacks") or [])
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
@@ -109,6 +111,7 @@ class TrainingCLI(LightningCLI):
             trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
         trainer.callbacks.insert(0, ResumableSampling())  # its batch count must be current when checkpoints save
         trainer.callbacks.insert(0, FiniteWeights())  # before any checkpoint callback saves the step
+        trainer.callbacks.append(BadRecordReport())
         trainer.callbacks.append(ExportBest())
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()

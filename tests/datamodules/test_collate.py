@@ -129,9 +129,33 @@ def test_too_long_records_are_an_error_not_cut(tok):
         Collator(tok, "rl", text_max_length=5)([example(id="q")])
 
 
-def test_ids_and_skip_reports(tok):
-    batch = Collator(tok, "rl")([example(id="a", skipped=["m.jsonl:3: image: bad"]), example(id=7)])
-    assert batch["ids"] == ["a", "7"] and batch["skipped"] == ["m.jsonl:3: image: bad"]
+def test_a_skipped_record_is_dropped_from_its_batch_and_reported(tok):
+    marker = {"skipped": ("m.jsonl:3", "image: bad")}
+    batch = Collator(tok, "rl")([example(id="a"), marker, example(id=7)])
+    assert batch["ids"] == ["a", "7"] and batch["input_ids"].shape[0] == 2  # dropped, nothing in its place
+    assert batch["skipped"] == [("m.jsonl:3", "image: bad")]
+    assert Collator(tok, "sft")([marker]) == {"skipped": [("m.jsonl:3", "image: bad")]}
+
+
+def test_encode_checks_one_example_as_the_batch_would(tok):
+    collator = Collator(tok, "sft", max_length=40, text_max_length=12)
+    rows = collator.encode(example(id="ok", question="How many?", reasoning="one"))
+    assert rows["sequence"][0] == collator([example(id="ok", question="How many?", reasoning="one")])[
+        "input_ids"][0].tolist()
+    with pytest.raises(ValueError, match="record q: text encoder input is \\d+ tokens, longer than text.max_positions=12"):
+        collator.encode(example(id="q", question="How many shapes are in the whole image?"))
+    with pytest.raises(ValueError, match=r"record r: prompt \+ response is \d+ tokens, longer than max_length=40"):
+        collator.encode(example(id="r", question="Q?", reasoning="x " * 50))
+
+
+def test_the_default_core_limit_leaves_room_for_the_largest_prefix():
+    from mmr1.config import Config
+    from mmr1.datamodules.collate import core_text_limit
+
+    tiny = Config.from_name("tiny")  # 3 modalities, 16 resampler tokens each
+    assert core_text_limit(tiny) == tiny.core.max_seq_len - 48
+    assert Collator.for_model(tiny, "sft").max_length == tiny.core.max_seq_len - 48
+    assert Collator.for_model(tiny, "sft").text_max_length == tiny.text.max_positions
 
 
 def test_pad():

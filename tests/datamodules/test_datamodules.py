@@ -64,22 +64,36 @@ def test_manifests_define_only_their_splits(tmp_path):
 
 
 class Probe(L.LightningModule):
-    """Records the batch keys it is given."""
+    """Records the batch keys and the record ids it is given, per epoch."""
 
     def __init__(self):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.keys: set[str] = set()
+        self.ids: dict[int, list[str]] = {}
 
     def training_step(self, batch, batch_idx):
+        if not batch:  # the whole batch was skipped: no step (as ObjectiveModule does)
+            return None
         self.keys |= set(batch)
+        self.ids.setdefault(self.current_epoch, []).extend(batch["ids"])
         return (self.weight * batch["pixel_values"].mean()).sum()
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_fit_skips_and_reports_bad_records_from_worker_processes(tmp_path, caplog):
+class Metrics(L.Callback):
+    """The data/* metrics logged at each train epoch end."""
+
+    def __init__(self):
+        self.epochs = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.epochs.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("data/")})
+
+
+def test_fit_drops_bad_records_reports_each_once_and_totals_per_epoch_and_run(tmp_path, caplog):
     manifest = write(tmp_path, n=8, seed=0, difficulty=2)
     lines = manifest.read_text().splitlines()
     record = json.loads(lines[2])
@@ -88,17 +102,25 @@ def test_fit_skips_and_reports_bad_records_from_worker_processes(tmp_path, caplo
     lines[2] = json.dumps(record)
     lines[5] = "{oops"
     manifest.write_text("\n".join(lines) + "\n")
+    good = sorted(json.loads(line)["id"] for i, line in enumerate(lines) if i not in (2, 5))
     dm = SFTDataModule(train_manifest=str(manifest), batch_size=2, num_workers=1, skip_bad_records=True)
-    probe = Probe()
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[BadRecordReport()])
+    probe, metrics = Probe(), Metrics()
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[BadRecordReport(), metrics])
     with caplog.at_level(logging.WARNING):
         trainer.fit(probe, datamodule=dm)
-    summary = [r.getMessage() for r in caplog.records if "after the train epoch" in r.getMessage()]
-    assert len(summary) == 1 and "epoch 0 (rank 0): skipped 2 bad record(s)" in summary[0]
-    assert "train.jsonl:6: record: not valid JSON" in summary[0]  # found up front
-    assert "train.jsonl:3: image:" in summary[0]  # found while decoding, in the worker process
-    assert "skipped" not in probe.keys and trainer.global_step == 4  # 7 usable records, batches of 2
+    messages = [r.getMessage() for r in caplog.records]
+    once = [m for m in messages if m.startswith("skipped bad record")]
+    assert len(once) == 2  # each bad record reported once in the run, not once per epoch
+    assert any("train.jsonl:6: record: not valid JSON" in m for m in once)  # found up front
+    assert any("train.jsonl:3: image:" in m for m in once)  # found while decoding, in the worker process
+    epochs = [m for m in messages if m.startswith("train epoch")]
+    assert epochs == [f"train epoch {e} (rank 0): skipped 2 bad record(s); 2 in the run so far" for e in (0, 1)]
+    assert sum(m.startswith("run (rank 0): skipped 2 bad record(s) in all") for m in messages) == 1
+    assert metrics.epochs == [{"data/skipped_train": 2.0, "data/skipped_run": 2.0}] * 2
+    for epoch in (0, 1):  # the bad record is dropped, and no record takes its place
+        assert sorted(probe.ids[epoch]) == good
+    assert "skipped" not in probe.keys and 7 <= trainer.global_step <= 8  # 7 decodable records in 4 batches
 
 
 def test_without_skip_a_bad_manifest_fails_in_setup(tmp_path):
@@ -107,3 +129,34 @@ def test_without_skip_a_bad_manifest_fails_in_setup(tmp_path):
     dm = SFTDataModule(train_manifest=str(manifest))
     with pytest.raises(ValueError, match="train.jsonl:4: answer: missing"):
         dm.setup("fit")
+
+
+@pytest.mark.needs_data
+def test_gsm8k_with_one_over_long_record_checks_and_trains_to_the_end_with_one_skip(shared_data, tmp_path, capsys):
+    """`data check` catches what training would (the tiny text encoder takes 128 tokens), and `mmr1 fit`
+    with skip_bad_records drops that record, reports it once, and logs the count."""
+    import csv
+
+    from mmr1.datamodules.commands import main as data
+    from mmr1.training import cli_main
+
+    source_lines = (shared_data / "gsm8k" / "train.jsonl").read_text().splitlines()
+    source = tmp_path / "gsm8k.jsonl"
+    source.write_text("\n".join(source_lines[i] for i in (0, 1, 2, 4)) + "\n")  # line 3 is 196 text tokens
+    manifest = tmp_path / "train.jsonl"
+    assert data(["convert", "gsm8k", "--in", str(source), "--out", str(manifest)]) == 0
+    assert data(["check", str(manifest), "--preset", "tiny"]) == 1
+    out = capsys.readouterr().out
+    assert "4 records, 3 ok, 1 failure(s)" in out and "FAIL line 3: record gsm8k-gsm8k-3: text encoder input" in out
+
+    logger = [{"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(tmp_path)}}]
+    cli_main(["fit", "--config", "configs/tiny_sft.yaml", f"--trainer.logger={json.dumps(logger)}",
+              "--trainer.max_steps", "-1", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0",
+              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+              "--trainer.default_root_dir", str(tmp_path), "--checkpoint.dirpath", str(tmp_path / "checkpoints"),
+              "--data.init_args.train_manifest", str(manifest), "--data.init_args.skip_bad_records", "true",
+              "--data.init_args.batch_size", "1"])
+    rows = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
+    skipped = [float(r["data/skipped_train"]) for r in rows if r.get("data/skipped_train")]
+    assert skipped == [1.0] and max(int(r["step"]) for r in rows) >= 2
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4  # to the end

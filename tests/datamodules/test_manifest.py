@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -63,7 +64,7 @@ def test_corrupt_file_fails_at_decode_with_the_line(media):
         dataset[1]
 
 
-def test_skip_bad_records_finishes_the_epoch_and_counts(media):
+def test_skip_bad_records_drops_a_bad_record_and_its_neighbour_is_seen_once(media):
     records = [good(id=str(i)) for i in range(7)]
     records[1] = good(image="corrupt.png", id="1")  # decodes badly: found while iterating
     records[4] = "{broken"  # found up front
@@ -71,12 +72,49 @@ def test_skip_bad_records_finishes_the_epoch_and_counts(media):
     dataset = ManifestDataset(path, PROCESSORS, "sft", skip_bad_records=True)
     assert len(dataset) == 6 and dataset.skipped == [(5, dataset.skipped[0][1])]
     loader = DataLoader(dataset, batch_size=2, collate_fn=Collator(Tokenizer.default(), "sft"))
-    batches = list(loader)
-    reports = [r for b in batches for r in b.get("skipped", [])]
-    assert len(batches) == 3 and sum(len(b["ids"]) for b in batches) == 6
-    assert "1" not in [i for b in batches for i in b["ids"]]  # the bad record was replaced by the next one
-    assert len(reports) == 1 and "data.jsonl:2: image:" in reports[0]
-    assert [line for line, _ in dataset.skipped] == [5, 2]
+    for _ in range(2):  # every epoch alike
+        batches = list(loader)
+        ids = [i for b in batches for i in b["ids"]]
+        assert sorted(ids) == ["0", "2", "3", "5", "6"]  # "1" dropped, "2" (its neighbour) not trained twice
+        assert [len(b["ids"]) for b in batches] == [1, 2, 2]  # the bad record's batch is one smaller
+        reports = [r for b in batches for r in b.get("skipped", [])]
+        assert len(reports) == 1 and reports[0][0] == f"{path}:2" and reports[0][1].startswith("image:")
+    with pytest.raises(ValueError, match=r"data.jsonl:2: image: .*cannot read image"):
+        dataset.example(1)
+
+
+def test_nan_audio_and_pixels_are_bad_records_named_by_line(media):
+    soundfile.write(media / "nan.wav", np.full(800, np.nan, np.float32), 8000, subtype="FLOAT")
+    Image.fromarray(np.full((4, 4), np.nan, np.float32), "F").save(media / "nan.tiff")
+    path = write_manifest(media, [good(), good(audio="nan.wav"), good(image="nan.tiff")])
+    dataset = ManifestDataset(path, PROCESSORS, "sft")
+    with pytest.raises(ValueError, match=r"data.jsonl:2: audio: .*nan.wav: samples hold NaN or Inf"):
+        dataset[1]
+    with pytest.raises(ValueError, match=r"data.jsonl:3: image: pixels hold NaN or Inf"):
+        dataset[2]
+
+
+def test_an_over_long_record_fails_as_an_item_with_its_line(media):
+    collator = Collator(Tokenizer.default(), "sft", text_max_length=20)
+    path = write_manifest(media, [good(), good(question="How many " + "red " * 40 + "shapes?")])
+    dataset = ManifestDataset(path, PROCESSORS, "sft", encode=collator.encode)
+    assert dataset[0]["question"] == "What colour?"
+    with pytest.raises(ValueError, match=r"data.jsonl:2: record None: text encoder input is \d+ tokens"):
+        dataset[1]
+
+
+def test_unknown_fields_warn_once_with_the_closest_name_and_empty_manifests_fail(media, caplog):
+    path = write_manifest(media, [good(imagee="red.png"), good(imagee="red.png", source="web")])
+    with caplog.at_level(logging.WARNING):
+        records, _ = read_manifest(path, "sft")
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(records) == 2 and len(warnings) == 2
+    assert "data.jsonl:1: unknown field 'imagee' is ignored (did you mean 'image'?)" in warnings[0]
+    assert "data.jsonl:2: unknown field 'source' is ignored; known: id, image" in warnings[1]
+    empty = media / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(ValueError, match="empty.jsonl: empty manifest"):
+        read_manifest(empty, None)
 
 
 def test_read_manifest_paths_are_relative_to_the_manifest(media, tmp_path):

@@ -144,3 +144,58 @@ def test_a_damaged_checkpoint_folder_names_the_file(tiny_checkpoint, tmp_path, d
     with pytest.raises((ValueError, FileNotFoundError), match=message) as error:
         load(folder)
     assert "\n" not in str(error.value)
+
+
+def test_audio_arrays_in_every_documented_layout_and_integer_pcm_answer_alike(qa):
+    t = np.arange(16000) / 16000
+    mono = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)  # [N]
+    options = dict(max_new_tokens=6, eos_token_id=None)
+    expected = qa("How many beeps?", audio=mono, **options)
+    assert qa.example("Q?", audio=mono)["audio_values"].shape == (16000,)
+    pcm = np.round(mono * 32767).astype(np.int16)
+    for audio in (mono[:, None], mono[None, :], np.stack([mono, mono]), np.stack([mono, mono], axis=1),
+                  torch.from_numpy(mono)[None, :], pcm, torch.from_numpy(pcm)[None, :]):
+        example = qa.example("Q?", audio=audio)
+        torch.testing.assert_close(example["audio_values"], torch.from_numpy(mono), atol=1e-4, rtol=0)
+        assert qa("How many beeps?", audio=audio, **options).text == expected.text
+    with pytest.raises(ValueError, match=r"question\[0\]: audio array: expected \[N\], \[N, C\] or \[C, N\] with "
+                                         r"C <= 8 channels, got shape \[1000, 16000\]"):
+        qa("Q?", audio=np.zeros((1000, 16000), np.float32))
+
+
+@pytest.mark.parametrize("call, message", [
+    (dict(question=None), r"question: expected a string or a non-empty list of strings, got None"),
+    (dict(question=["Q?", 3]), r"question\[1\]: expected a non-empty string, got 3"),
+    (dict(question="Q?", image=123), r"question\[0\]: image: expected a path, a PIL image or a \[3, H, W\] tensor"),
+    (dict(question="Q?", image="__empty__"), r"question\[0\]: image: empty image \(0x0 pixels\)"),
+    (dict(question="Q?", image=torch.full((3, 8, 8), float("nan"))), r"question\[0\]: image: pixels hold NaN"),
+    (dict(question="Q?", audio=np.full(1600, np.nan, np.float32)), r"question\[0\]: audio: audio array: samples "
+                                                                    r"hold NaN or Inf"),
+    (dict(question="Q?", audio=np.zeros(1600, np.complex64)), r"audio array: expected float or integer PCM"),
+    (dict(question="Q?", audio=np.zeros(1600, np.float32), sample_rate=-5), r"sample_rate: expected a positive"),
+    (dict(question="Q?", max_new_tokens=-1), r"max_new_tokens: expected an integer >= 1, got -1"),
+    (dict(question="Q?", max_new_tokens=2.5), r"max_new_tokens: expected an integer >= 1, got 2.5"),
+    (dict(question="Q?", top_k=-3), r"top_k: expected an integer >= 0"),
+    (dict(question="Q?", max_tokens=5), r"max_tokens: unknown generation option"),
+    (dict(question="Q?", stop="</answer>"), r"stop: expected a list of non-empty strings"),
+    (dict(question=["A?", "B?"], image="a.png"), r"image: with 2 questions, expected a list of 2 entries"),
+])
+def test_every_qa_argument_is_checked_with_a_named_one_line_error(qa, call, message):
+    from PIL import Image
+
+    if call.get("image") == "__empty__":
+        call = {**call, "image": Image.new("RGB", (0, 0))}
+    with pytest.raises(ValueError, match=message) as error:
+        qa(**call)
+    assert "\n" not in str(error.value)
+    if isinstance(call["question"], str):  # the streamed form checks the same
+        with pytest.raises(ValueError, match=message):
+            list(qa.stream(**call))
+
+
+def test_a_nan_wav_file_is_refused_by_qa(qa, tmp_path):
+    import soundfile
+
+    soundfile.write(tmp_path / "nan.wav", np.full(1600, np.nan, np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(ValueError, match=r"question\[0\]: audio: .*nan.wav: samples hold NaN or Inf"):
+        qa("How many beeps?", audio=str(tmp_path / "nan.wav"))
