@@ -4,9 +4,10 @@
 
 Times one GRPO step on the built-in synthetic prompts, phase by phase, with the functions
 `GRPOModule.training_step` calls: rollout (`sample_groups`), reward (`decode_completions`,
-`Rewards`, `group_advantages`), reference/old log-probs (`completion_logprobs` without grad) and
-update (`completion_logprobs` with grad, `grpo_loss`, backward per micro-batch, gradient clipping,
-AdamW step). Prints the mean time of each phase and the rollout's tokens/s.
+`Rewards`, `GRPOModule.advantages`), reference/old log-probs (`GRPOModule.fixed_logprobs`) and
+update (`GRPOModule.micro_batch_loss`, backward per micro-batch, gradient clipping, AdamW step),
+the policy in the eval mode the module trains it in (`deterministic`). Prints the mean time of
+each phase and the rollout's tokens/s.
 
 Then compares, on one batch with the same B, G and new tokens, the shared-prefix rollout
 (`sample_groups`: media prefix and prompt encoded once per prompt, KV cache repeated G times)
@@ -26,9 +27,9 @@ import torch
 
 from mmr1.datamodules.datamodules import RLPromptDataModule
 from mmr1.model import media_inputs
+from mmr1.objectives.base import deterministic
 from mmr1.objectives.grpo import GRPOModule
-from mmr1.rl.grpo import group_advantages
-from mmr1.rl.rollout import completion_logprobs, decode_completions, sample_groups
+from mmr1.rl.rollout import decode_completions, micro_batches, sample_groups
 
 
 class PhaseTimer:
@@ -54,23 +55,20 @@ class PhaseTimer:
 def grpo_step(module: GRPOModule, optimizer, scheduler, batch: dict, timer: PhaseTimer) -> int:
     """One GRPO optimizer step as `GRPOModule.training_step` takes it; returns the tokens sampled."""
     h, G = module.hparams, module.hparams.group_size
+    deterministic(module.model)
     with timer("rollout"):
         rollout = sample_groups(module.model, batch, G, h.max_new_tokens, h.temperature, top_p=h.top_p,
                                 eos_token_id=module.tokenizer.eos_id)
     with timer("reward"):
         completions = decode_completions(module.tokenizer, rollout.completion_ids)
         total, _ = module.rewards(completions, [{"answer": a} for a in batch["answers"] for _ in range(G)])
-        advantages, _ = group_advantages(torch.tensor(total, device=timer.device), G)  # [B*G]
-    with timer("reference/old log-probs"), torch.no_grad():
-        ref = completion_logprobs(module.reference, batch, rollout) if module.reference is not None else None
-        old = completion_logprobs(module.model, batch, rollout) if h.ppo_epochs > 1 else None
+        advantages, _ = module.advantages(torch.tensor(total, device=timer.device))  # [B*G]
+    with timer("reference/old log-probs"):
+        ref, old = module.fixed_logprobs(batch, rollout)
     with timer("update"):
-        N = advantages.numel()
         for _ in range(h.ppo_epochs):
-            for start in range(0, N, h.micro_batch_size):
-                rows = slice(start, min(N, start + h.micro_batch_size))
-                out = module.micro_batch_loss(batch, rollout, advantages, ref, old, rows)
-                (out.loss * (rows.stop - rows.start) / N).backward()
+            for rows in micro_batches(advantages.numel(), h.micro_batch_size):
+                module.micro_batch_loss(batch, rollout, advantages, ref, old, rows).loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), h.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad()

@@ -46,6 +46,24 @@ def freeze_parts(model: MultimodalModel, parts: Sequence[str]) -> None:
             module.requires_grad_(False)
 
 
+def deterministic(model: MultimodalModel) -> None:
+    """Eval mode for RL updates (as TRL disables dropout): no dropout, no SpecAugment, BatchNorm on its
+    running statistics, so the policy computes the function that sampled its responses and that its
+    frozen reference computes; gradients flow as usual. MoE layers stay in training mode, so the load of
+    the trained tokens still feeds bias balancing."""
+    model.eval()
+    for moe in model.core.moe_layers():
+        moe.train()
+
+
+def reference_copy(model: MultimodalModel) -> MultimodalModel:
+    """The frozen reference of an RL objective: a copy of the policy in eval mode that keeps the policy's
+    requires_grad flags, so torch picks the same kernels and an unchanged policy matches it bit for bit
+    (torch's MultiheadAttention on a non-contiguous input rounds differently when its weights need no
+    grad). Kept out of the parameters (`FrozenModels`) and only called under no_grad, it never changes."""
+    return copy.deepcopy(model).eval()
+
+
 def check_finite(terms: dict[str, torch.Tensor], step: int) -> None:
     """Raise FloatingPointError naming the step and the first non-finite loss term."""
     for name, value in terms.items():
@@ -59,6 +77,8 @@ def batch_size(batch: dict) -> int:
 
 class ObjectiveModule(L.LightningModule):
     """Subclasses implement `losses(batch) -> {"loss": total, term: value, ...}`."""
+
+    deterministic_policy = False  # True for RL objectives: each training step runs `deterministic`
 
     def __init__(
         self,
@@ -113,21 +133,17 @@ class ObjectiveModule(L.LightningModule):
         raise NotImplementedError
 
     # ---- steps --------------------------------------------------------------------------
-    def training_step(self, batch: dict, batch_idx: int) -> Optional[torch.Tensor]:
-        if not batch:  # every record of the batch was a skipped bad record: no update
-            return None
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         terms = self.losses(batch)
         check_finite(terms, self.global_step)
         self._log_terms(terms, "train", batch)
         return terms["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        if batch:
-            self._log_terms(self.losses(batch), "val", batch)
+        self._log_terms(self.losses(batch), "val", batch)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        if batch:
-            self._log_terms(self.losses(batch), "test", batch)
+        self._log_terms(self.losses(batch), "test", batch)
 
     def _log_terms(self, terms: dict[str, torch.Tensor], stage: str, batch: dict) -> None:
         for name, value in terms.items():
@@ -157,6 +173,8 @@ class ObjectiveModule(L.LightningModule):
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         self._fill_absent_media(batch)
+        if self.deterministic_policy:  # set every step: Lightning puts the model back in training mode
+            deterministic(self.model)
 
     def on_validation_batch_start(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._fill_absent_media(batch)

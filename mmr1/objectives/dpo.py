@@ -7,14 +7,13 @@ rejected sequences (`pair_forward`) and the summed log-prob of the response toke
 
 from __future__ import annotations
 
-import copy
 
 import torch
 
 from mmr1.core import CoreOutput
 from mmr1.model import MultimodalModel, media_inputs
-from mmr1.objectives.base import ObjectiveModule
-from mmr1.objectives.frozen import FrozenModels, frozen
+from mmr1.objectives.base import ObjectiveModule, reference_copy
+from mmr1.objectives.frozen import FrozenModels
 from mmr1.objectives.losses import IGNORE
 from mmr1.rl.grpo import token_logprobs
 from mmr1.rl.losses import dpo_loss, sequence_logprob
@@ -37,7 +36,12 @@ def response_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 
 class DPOModule(FrozenModels, ObjectiveModule):
-    """Preference pairs (PreferenceDataModule) -> DPO loss; logs the reward margin and preference accuracy."""
+    """Preference pairs (PreferenceDataModule) -> DPO loss; logs the reward margin and preference accuracy.
+
+    The policy trains `deterministic` (no dropout, no SpecAugment), computing what the frozen reference
+    computes, so the implicit reward of an unchanged policy is exactly 0."""
+
+    deterministic_policy = True
 
     def __init__(self, beta: float = 0.1, **base):
         """
@@ -49,7 +53,7 @@ class DPOModule(FrozenModels, ObjectiveModule):
         if beta <= 0:
             raise ValueError(f"beta: must be > 0, got {beta}")
         self.save_hyperparameters()
-        self._frozen = {"reference": frozen(copy.deepcopy(self.model))}
+        self._frozen = {"reference": reference_copy(self.model)}
 
     @property
     def reference(self) -> MultimodalModel:

@@ -7,25 +7,32 @@ The three batch-size knobs, all independent:
 - `micro_batch_size`: sequences per forward/backward (a multiple of G); gradients of all
   B*G sequences are accumulated before one optimizer step, so it changes memory, not maths.
 `ppo_epochs` passes are made over each rollout (μ in the GRPO paper); each pass is one step.
+
+`loss_type` picks how token losses are averaged (`grpo`, `dr_grpo`, `dapo`; see
+`mmr1.rl.grpo.grpo_loss`); `dr_grpo` also drops the std scaling of the advantages. Log-probs
+are taken on the distribution the responses were sampled from (temperature-scaled logits, no
+dropout or SpecAugment), so the first ratio is 1 and the KL to an unchanged reference is 0.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Mapping, Optional
 
 import torch
 
 from mmr1.model import media_inputs
-from mmr1.objectives.base import ObjectiveModule, batch_size
-from mmr1.objectives.frozen import FrozenModels, check_vocabulary, frozen
+from mmr1.objectives.base import ObjectiveModule, batch_size, reference_copy
+from mmr1.objectives.frozen import FrozenModels, check_vocabulary
 from mmr1.objectives.reward_model import load_reward_model, score_rollout
-from mmr1.rl.grpo import group_advantages, grpo_loss
+from mmr1.rl.grpo import check_loss_type, group_advantages, grpo_loss
 from mmr1.rl.rewards import Rewards, format_reward
-from mmr1.rl.rollout import completion_logprobs, decode_completions, sample_groups
+from mmr1.rl.rollout import (Rollout, check_full_distribution, completion_logprobs, decode_completions, micro_batches,
+                             rollout_logprobs, sample_groups)
 
 
 class GRPOModule(FrozenModels, ObjectiveModule):
+    deterministic_policy = True  # the policy trains in eval mode (`deterministic`): first ratio 1, KL 0
+
     def __init__(
         self,
         group_size: int = 4,
@@ -36,6 +43,7 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         top_p: float = 1.0,
         clip_eps: float = 0.2,
         beta: float = 0.04,
+        loss_type: str = "grpo",
         max_grad_norm: float = 1.0,
         rewards: Optional[Mapping[str, float]] = None,
         reward_model: Optional[str] = None,
@@ -47,9 +55,14 @@ class GRPOModule(FrozenModels, ObjectiveModule):
             group_size: G responses sampled per prompt.
             micro_batch_size: sequences per forward/backward; a multiple of group_size.
             ppo_epochs: optimizer steps per rollout (1 = fully on-policy).
-            max_new_tokens / temperature / top_p: sampling of the responses (stops at </s>).
+            max_new_tokens / temperature: sampling of the responses (stops at </s>); log-probs are taken
+                on the same temperature-scaled distribution.
+            top_p: must stay 1.0 (a nucleus cannot be matched by the log-probs; refused otherwise).
             clip_eps: PPO clip range of the importance ratio.
             beta: weight of the k3 KL to the frozen reference model (0 disables the reference).
+            loss_type: `grpo` (each response's mean token loss, then the mean over responses), `dr_grpo`
+                (token sum / (responses * max_new_tokens), advantages not divided by the group std) or
+                `dapo` (token sum / tokens in the rollout).
             max_grad_norm: gradient clipping (manual optimisation, so the Trainer's own is not used).
             rewards: reward name or import path -> weight; default accuracy 1.0 + format 0.5.
             reward_model: a folder written by RewardModel.save_pretrained; its score, times
@@ -61,10 +74,14 @@ class GRPOModule(FrozenModels, ObjectiveModule):
             raise ValueError(f"group_size: needs at least 2 responses per prompt to compare, got {group_size}")
         if micro_batch_size % group_size:
             raise ValueError(f"micro_batch_size: must be a multiple of group_size={group_size}, got {micro_batch_size}")
+        check_loss_type(loss_type)
+        if temperature <= 0:
+            raise ValueError(f"temperature: must be > 0 to sample responses, got {temperature}")
+        check_full_distribution(0, top_p)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.rewards = Rewards(rewards or {"accuracy": 1.0, "format": 0.5})
-        self._frozen = {"reference": frozen(copy.deepcopy(self.model))} if beta else {}
+        self._frozen = {"reference": reference_copy(self.model)} if beta else {}
         if reward_model is not None:
             self._frozen["reward_model"] = load_reward_model(reward_model, self.config)
 
@@ -92,18 +109,13 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         if h.reward_model is not None:
             learned = score_rollout(self._frozen["reward_model"], batch, rollout)
             rewards = rewards + h.reward_model_weight * learned
-        advantages, zero_spread = group_advantages(rewards, G)
-        N = rewards.numel()
-        with torch.no_grad():
-            ref = completion_logprobs(self.reference, batch, rollout) if self.reference is not None else None
-            old = completion_logprobs(self.model, batch, rollout) if h.ppo_epochs > 1 else None
-
+        advantages, zero_spread = self.advantages(rewards)
+        ref, old = self.fixed_logprobs(batch, rollout)
         for _ in range(h.ppo_epochs):
             stats = []
-            for start in range(0, N, h.micro_batch_size):
-                rows = slice(start, min(N, start + h.micro_batch_size))
+            for rows in micro_batches(rewards.numel(), h.micro_batch_size):
                 out = self.micro_batch_loss(batch, rollout, advantages, ref, old, rows)
-                self.manual_backward(out.loss * (rows.stop - rows.start) / N)
+                self.manual_backward(out.loss)
                 stats.append(out)
             self.manual_optimizer_step(h.max_grad_norm)
 
@@ -112,7 +124,8 @@ class GRPOModule(FrozenModels, ObjectiveModule):
             "accuracy": torch.tensor(terms["accuracy"]).mean() if "accuracy" in terms else None,
             "reward_model": learned.mean() if learned is not None else None,
             "kl": torch.stack([s.kl for s in stats]).mean(),
-            "policy_loss": torch.stack([s.policy_loss for s in stats]).mean(),
+            "ratio": torch.stack([s.ratio for s in stats]).mean(),
+            "policy_loss": torch.stack([s.policy_loss for s in stats]).sum(),
             "clip_fraction": torch.stack([s.clip_fraction for s in stats]).mean(),
             "response_length": rollout.lengths.float().mean(),
             "zero_spread_groups": zero_spread.float().mean(),
@@ -120,15 +133,32 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         }
         for name, value in logs.items():
             if value is not None:
-                self.log(f"train/{name}", value, prog_bar=name in ("reward", "accuracy"), batch_size=N)
+                self.log(f"train/{name}", value, prog_bar=name in ("reward", "accuracy"), batch_size=rewards.numel())
 
-    def micro_batch_loss(self, batch: dict, rollout, advantages, ref, old, rows: slice):
-        """The GRPO loss of the rollout's `rows` (whole groups) under the current policy, with grad."""
+    def advantages(self, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Group-relative advantages [B*G] of rewards [B*G] (not divided by the group std under dr_grpo),
+        and which groups [B] had no spread."""
+        return group_advantages(rewards, self.hparams.group_size, scale=self.hparams.loss_type != "dr_grpo")
+
+    def fixed_logprobs(self, batch: dict, rollout: Rollout) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """The reference's log-probs [N, L] (None when beta is 0) and the sampling policy's (None with one
+        ppo_epoch, where the current log-probs, detached, are the old ones), without grad."""
+        h = self.hparams
+        size = h.micro_batch_size
+        ref = rollout_logprobs(self.reference, batch, rollout, size) if self.reference is not None else None
+        old = rollout_logprobs(self.model, batch, rollout, size) if h.ppo_epochs > 1 else None
+        return ref, old
+
+    def micro_batch_loss(self, batch: dict, rollout: Rollout, advantages: torch.Tensor, ref: Optional[torch.Tensor],
+                         old: Optional[torch.Tensor], rows: slice):
+        """The rollout's `rows` (whole groups) share of the GRPO loss under the current policy, with grad;
+        the shares of all micro-batches add up to the rollout's loss."""
         h = self.hparams
         logprobs = completion_logprobs(self.model, batch, rollout, rows)  # [n, L]
         return grpo_loss(logprobs, logprobs.detach() if old is None else old[rows],
-                         None if ref is None else ref[rows], advantages[rows],
-                         rollout.completion_mask[rows], h.clip_eps, h.beta)
+                         None if ref is None else ref[rows], advantages[rows], rollout.completion_mask[rows],
+                         h.clip_eps, h.beta, h.loss_type, num_sequences=rollout.completion_ids.shape[0],
+                         num_tokens=int(rollout.completion_mask.sum()), max_completion_length=h.max_new_tokens)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Greedy answers to held-out prompts: accuracy, format rate and mean rule reward (no reward model)."""

@@ -7,21 +7,21 @@ bounds the sequences per forward/backward; `ppo_epochs` optimizer steps are made
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import torch
 from torch import nn
 
-from mmr1.model import MultimodalModel, media_inputs
-from mmr1.objectives.base import ObjectiveModule, batch_size
-from mmr1.objectives.frozen import FrozenModels, check_vocabulary, frozen
+from mmr1.model import MultimodalModel
+from mmr1.objectives.base import ObjectiveModule, batch_size, reference_copy
+from mmr1.objectives.frozen import FrozenModels, check_vocabulary
 from mmr1.objectives.reward_model import load_reward_model, score_rollout
 from mmr1.rl.grpo import token_logprobs
 from mmr1.rl.losses import gae, kl_penalised_rewards, ppo_loss
 from mmr1.rl.rewards import Rewards
-from mmr1.rl.rollout import Rollout, completion_logprobs, decode_completions, sample_groups
+from mmr1.rl.rollout import (Rollout, check_full_distribution, completion_forward, decode_completions, micro_batches,
+                             rollout_logprobs, sample_groups)
 
 
 @dataclass
@@ -51,6 +51,8 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tens
 class PPOModule(FrozenModels, ObjectiveModule):
     """Prompts (RLPromptDataModule) -> PPO with a value head, a frozen reference and a reward model or rules."""
 
+    deterministic_policy = True  # the policy trains in eval mode (`deterministic`): first ratio 1, KL 0
+
     def __init__(
         self,
         reward_model: Optional[str] = None,
@@ -77,7 +79,9 @@ class PPOModule(FrozenModels, ObjectiveModule):
                 accuracy 1.0 + format 0.5.
             micro_batch_size: sequences per forward/backward (gradients accumulate over the rollout).
             ppo_epochs: optimizer steps per rollout.
-            max_new_tokens / temperature / top_p: sampling of the responses (stops at </s>).
+            max_new_tokens / temperature: sampling of the responses (stops at </s>); log-probs, values and
+                entropies are taken on the same temperature-scaled distribution, without dropout.
+            top_p: must stay 1.0 (a nucleus cannot be matched by the log-probs; refused otherwise).
             kl_coef: per-token penalty on log π - log π_ref.
             gamma / lam: GAE discount and trace decay.
             clip_eps / value_clip: clip ranges of the policy ratio and of the value change.
@@ -88,11 +92,14 @@ class PPOModule(FrozenModels, ObjectiveModule):
         super().__init__(**base)
         if reward_model is not None and rewards is not None:
             raise ValueError("rewards: give either a reward_model folder or rule rewards, not both")
+        if temperature <= 0:
+            raise ValueError(f"temperature: must be > 0 to sample responses, got {temperature}")
+        check_full_distribution(0, top_p)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.value_head = nn.Linear(self.config.core.d_model, 1)
         self.rewards = None if reward_model is not None else Rewards(rewards or {"accuracy": 1.0, "format": 0.5})
-        self._frozen = {"reference": frozen(copy.deepcopy(self.model))}
+        self._frozen = {"reference": reference_copy(self.model)}
         if reward_model is not None:
             self._frozen["reward_model"] = load_reward_model(reward_model, self.config)
 
@@ -123,27 +130,21 @@ class PPOModule(FrozenModels, ObjectiveModule):
 
     def evaluate(self, batch: dict, rollout: Rollout, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Under the current policy, for the rollout's rows: log-probs, values and entropies of the sampled
-        tokens, each [n, L]; with grad when grad is enabled."""
-        prefix = self.model.prefix(**{k: v[rows] for k, v in media_inputs(batch).items()})
-        completion = rollout.completion_ids[rows]  # [n, L]
-        ids = torch.cat((rollout.prompt_ids[rows], completion), dim=1)  # [n, T+L]
-        mask = torch.cat((rollout.prompt_mask[rows], rollout.completion_mask[rows]), dim=1)
-        L = completion.shape[1]
-        out = self.model.core(ids, mask, prefix_embeds=None if prefix is None else prefix.embeds,
-                              prefix_mask=None if prefix is None else prefix.mask, logits_to_keep=L + 1)
-        logits = out.logits[:, :-1]  # [n, L, V], at t predicting completion token t
-        values = self.value_head(out.hidden[:, -(L + 1):-1])[..., 0]  # [n, L], the states that chose each token
-        entropy = torch.distributions.Categorical(logits=logits.float()).entropy()  # [n, L]
-        return token_logprobs(logits, completion), values, entropy
+        tokens, each [n, L], on the sampling distribution; with grad when grad is enabled."""
+        logits, hidden = completion_forward(self.model, batch, rollout, rows)  # [n, L, V], [n, L, D]
+        values = self.value_head(hidden)[..., 0]  # [n, L], the states that chose each token
+        entropy = torch.distributions.Categorical(logits=logits).entropy()  # [n, L]
+        return token_logprobs(logits, rollout.completion_ids[rows]), values, entropy
 
     @torch.no_grad()
     def experience(self, batch: dict, rollout: Rollout) -> Experience:
+        """The rollout scored before any update, in the update's micro-batches (so the first ratio is 1)."""
         h = self.hparams
-        everything = slice(0, rollout.completion_ids.shape[0])
         mask = rollout.completion_mask
         score, terms = self.score(batch, rollout)
-        logprobs, values, _ = self.evaluate(batch, rollout, everything)
-        ref_logprobs = completion_logprobs(self.reference, batch, rollout)
+        scored = [self.evaluate(batch, rollout, rows) for rows in micro_batches(mask.shape[0], h.micro_batch_size)]
+        logprobs, values = torch.cat([s[0] for s in scored]), torch.cat([s[1] for s in scored])  # [N, L]
+        ref_logprobs = rollout_logprobs(self.reference, batch, rollout, h.micro_batch_size)
         rewards = kl_penalised_rewards(score, logprobs, ref_logprobs, mask, h.kl_coef)  # [N, L]
         advantages, returns = gae(rewards, values, mask, h.gamma, h.lam)
         return Experience(score, logprobs, ref_logprobs, values, rewards, advantages, returns, mask, terms)
@@ -157,8 +158,7 @@ class PPOModule(FrozenModels, ObjectiveModule):
         N = exp.score.numel()
         for _ in range(h.ppo_epochs):
             stats = []
-            for start in range(0, N, h.micro_batch_size):
-                rows = slice(start, min(N, start + h.micro_batch_size))
+            for rows in micro_batches(N, h.micro_batch_size):
                 logprobs, values, entropy = self.evaluate(batch, rollout, rows)
                 out = ppo_loss(logprobs, exp.logprobs[rows], advantages[rows], values, exp.values[rows],
                                exp.returns[rows], exp.mask[rows], entropy, h.clip_eps, h.value_clip, h.value_coef,

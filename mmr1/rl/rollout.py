@@ -2,6 +2,11 @@
 
 The multimodal prefix and the prompt are encoded once per prompt; the filled KV cache is
 then repeated for the G samples of that prompt (`KVCache.repeat_interleave`).
+
+Scoring is on the distribution the samples came from: the rollout's temperature divides the
+logits. Sampling runs in eval mode; the RL objectives keep the policy in eval mode for their
+updates too (`mmr1.objectives.base.deterministic`), so the first importance ratio is exactly 1
+and the KL to an identical reference exactly 0.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ class Rollout:
     completion_ids: torch.Tensor  # [B*G, L] sampled tokens, pad after the eos
     completion_mask: torch.Tensor  # [B*G, L] bool, real tokens through the first eos
     group_size: int
+    temperature: float = 1.0  # the sampling temperature, which scoring divides the logits by
+    top_k: int = 0  # the sampler's truncation, which scoring refuses (see `check_full_distribution`)
+    top_p: float = 1.0
 
     @property
     def lengths(self) -> torch.Tensor:  # [B*G]
@@ -31,8 +39,9 @@ class Rollout:
 def sample_groups(model: MultimodalModel, batch: dict, group_size: int, max_new_tokens: int,
                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id: int | None = None,
                   generator: torch.Generator | None = None) -> Rollout:
-    """G sampled completions for each of the batch's B prompts, in eval mode (no dropout/SpecAugment)."""
-    was_training = model.training
+    """G sampled completions for each of the batch's B prompts, in eval mode (no dropout/SpecAugment);
+    every module's mode is restored afterwards."""
+    modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
         ids, mask = batch["input_ids"], batch["attention_mask"].bool()
@@ -48,11 +57,12 @@ def sample_groups(model: MultimodalModel, batch: dict, group_size: int, max_new_
         tokens = list(core.decode(cache, logits, max_new_tokens, do_sample=True, temperature=temperature,
                                   top_k=top_k, top_p=top_p, eos_token_id=eos, generator=generator))
     finally:
-        model.train(was_training)
+        for module, training in modes.items():
+            module.training = training
     completion = torch.stack(tokens, dim=1).clone()  # [B*G, L], a normal tensor (not an inference one)
     is_eos = completion == eos
     after_eos = (is_eos.long().cumsum(dim=1) - is_eos.long()) > 0  # positions after the first eos
-    return Rollout(ids, mask, completion, ~after_eos, group_size)
+    return Rollout(ids, mask, completion, ~after_eos, group_size, temperature, top_k, top_p)
 
 
 def decode_completions(tokenizer, completion_ids: torch.Tensor) -> list[str]:
@@ -61,23 +71,60 @@ def decode_completions(tokenizer, completion_ids: torch.Tensor) -> list[str]:
     return [tokenizer.decode(row[:row.index(eos)] if eos in row else row) for row in completion_ids.tolist()]
 
 
-def completion_logprobs(model: MultimodalModel, batch: dict, rollout: Rollout,
-                        rows: slice | None = None) -> torch.Tensor:
-    """log π(completion tokens) [n, L] for the rollout's rows (a slice of whole groups), with grad
-    when grad is enabled. The prefix is encoded once per prompt and shared by its G rows."""
+def check_full_distribution(top_k: int, top_p: float) -> None:
+    """ValueError unless sampling draws from the whole temperature-scaled softmax, the distribution RL
+    scores log-probs on: a top-k/top-p truncation depends on the policy, so old, new and reference
+    log-probs cannot all be taken on the distribution a token was drawn from."""
+    if top_p != 1.0:
+        raise ValueError(f"top_p: RL log-probs are taken on the full temperature-scaled distribution; expected "
+                         f"1.0, got {top_p}")
+    if top_k != 0:
+        raise ValueError(f"top_k: RL log-probs are taken on the full temperature-scaled distribution; expected "
+                         f"0, got {top_k}")
+
+
+def micro_batches(total: int, size: int) -> list[slice]:
+    """Consecutive row slices of at most `size` rows covering `total` rows."""
+    return [slice(start, min(total, start + size)) for start in range(0, total, size)]
+
+
+def completion_forward(model: MultimodalModel, batch: dict, rollout: Rollout,
+                       rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rollout's rows (whole groups) scored under `model`, with grad when grad is enabled: the logits [n, L, V] of the distribution each completion token was drawn from (divided by
+    the rollout's temperature) and the final states [n, L, D] that drew them. The prefix is encoded once
+    per prompt and shared by its G rows."""
+    check_full_distribution(rollout.top_k, rollout.top_p)
     G = rollout.group_size
     rows = rows or slice(0, rollout.completion_ids.shape[0])
     if rows.start % G or rows.stop % G:
         raise ValueError(f"rows: a micro-batch must hold whole groups of G={G} sequences, got {rows}")
     prompts = slice(rows.start // G, rows.stop // G)
     media = {k: v[prompts] for k, v in media_inputs(batch).items()}
-    prefix = model.prefix(**media)
     completion, completion_mask = rollout.completion_ids[rows], rollout.completion_mask[rows]  # [n, L]
     ids = torch.cat((rollout.prompt_ids[prompts].repeat_interleave(G, dim=0), completion), dim=1)  # [n, T+L]
     mask = torch.cat((rollout.prompt_mask[prompts].repeat_interleave(G, dim=0), completion_mask), dim=1)
     L = completion.shape[1]
+    prefix = model.prefix(**media)
     out = model.core(ids, mask,
                      prefix_embeds=None if prefix is None else prefix.embeds.repeat_interleave(G, dim=0),
                      prefix_mask=None if prefix is None else prefix.mask.repeat_interleave(G, dim=0),
                      logits_to_keep=L + 1)
-    return token_logprobs(out.logits[:, :-1], completion)  # logits at t predict token t+1
+    logits = out.logits[:, :-1].float() / rollout.temperature  # [n, L, V], at t predicting completion token t
+    return logits, out.hidden[:, -(L + 1):-1]  # [n, L, V], [n, L, D]
+
+
+def completion_logprobs(model: MultimodalModel, batch: dict, rollout: Rollout,
+                        rows: slice | None = None) -> torch.Tensor:
+    """log π(completion tokens) [n, L] for the rollout's rows (whole groups) on the distribution they were
+    sampled from (see `completion_forward`), with grad when grad is enabled."""
+    rows = rows or slice(0, rollout.completion_ids.shape[0])
+    logits, _ = completion_forward(model, batch, rollout, rows)
+    return token_logprobs(logits, rollout.completion_ids[rows])
+
+
+@torch.no_grad()
+def rollout_logprobs(model: MultimodalModel, batch: dict, rollout: Rollout, micro_batch_size: int) -> torch.Tensor:
+    """log π(completion tokens) [N, L] of the whole rollout without grad, scored in the same micro-batches
+    as the update, so they equal the update's first log-probs bit for bit."""
+    return torch.cat([completion_logprobs(model, batch, rollout, rows)
+                      for rows in micro_batches(rollout.completion_ids.shape[0], micro_batch_size)])

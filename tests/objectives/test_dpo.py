@@ -74,3 +74,19 @@ def test_post_training_config_builds(name, module_cls, data_cls, tmp_path, monke
     assert type(cli.model) is module_cls
     assert type(cli.datamodule).__name__ == data_cls
     assert cli.datamodule.config is cli.model.config
+
+
+def test_unchanged_policy_has_zero_implicit_reward_in_its_training_step_on_audio_prompts(noisy):
+    torch.manual_seed(0)
+    module = DPOModule(beta=0.1, overrides=noisy)
+    batch = preference_batch(module)
+    assert (batch["audio_lengths"] > 0).all()
+    module.train()  # as Lightning leaves it, then the DPO step makes the policy deterministic
+    module.on_train_batch_start(batch, 0)
+    terms = module.losses(batch)
+    assert terms["reward_margin"].item() == 0.0 and terms["chosen_reward"].item() == 0.0
+    assert terms["loss"].item() == pytest.approx(math.log(2))
+    terms["loss"].backward()
+    assert module.model.audio.subsample.conv[0].weight.grad.abs().sum() > 0  # gradients still reach the audio
+    module.train()  # in training mode dropout and SpecAugment bias the margin: what the above excludes
+    assert module.losses(batch)["reward_margin"].item() != 0

@@ -10,11 +10,11 @@ import torch
 from mmr1.config import Config
 from mmr1.datamodules.datamodules import RLPromptDataModule
 from mmr1.datamodules.tokenizer import Tokenizer
-from mmr1.model import MultimodalModel
+from mmr1.model import MultimodalModel, media_inputs
 from mmr1.objectives.grpo import GRPOModule
 from mmr1.objectives.reward_model import score_rollout
 from mmr1.objectives.reward_model import RewardModel
-from mmr1.rl.rollout import sample_groups
+from mmr1.rl.rollout import completion_logprobs, micro_batches, sample_groups
 
 
 SHALLOW = {"core": {"n_layers": 1, "n_refine_iters": 0}, "vision": {"depth": 1}, "audio": {"depth": 1},
@@ -114,3 +114,60 @@ def test_memory_stays_flat_over_50_steps():
     assert len(peaks) == 50
     growth = peaks[-1] - peaks[9]
     assert growth < 30, f"peak RSS grew {growth:.0f} MiB between step 10 and step 50"
+
+
+def test_first_ratio_is_one_and_kl_to_an_unchanged_reference_is_zero_on_audio_prompts(noisy):
+    torch.manual_seed(0)
+    module = GRPOModule(group_size=2, micro_batch_size=2, ppo_epochs=2, max_new_tokens=6, temperature=0.7,
+                        overrides=noisy)
+    data = RLPromptDataModule(config=module.config, batch_size=2, synth_train_size=2, augment=False)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    assert (batch["audio_lengths"] > 0).all()
+    module.train()  # as Lightning leaves it, then the RL step makes the policy deterministic
+    module.on_train_batch_start(batch, 0)
+    rollout = sample_groups(module.model, batch, 2, 6, temperature=0.7)
+    ref, old = module.fixed_logprobs(batch, rollout)
+    moe = module.model.core.moe_layers()[0]
+    moe.expert_load.zero_()
+    for rows in micro_batches(4, 2):
+        out = module.micro_batch_loss(batch, rollout, torch.tensor([1.0, -1.0, 0.5, -0.5]), ref, old, rows)
+        assert out.ratio.item() == 1.0 and out.kl.item() == 0.0 and out.clip_fraction.item() == 0.0
+        out.loss.backward()
+    assert module.model.audio.subsample.conv[0].weight.grad.abs().sum() > 0  # gradients still reach the audio
+    assert moe.expert_load.sum() > 0  # the MoE still counts the trained tokens' load for bias balancing
+
+    module.train()  # in training mode dropout and SpecAugment make two passes differ: what the above excludes
+    with torch.no_grad():
+        assert not torch.equal(completion_logprobs(module.model, batch, rollout),
+                               completion_logprobs(module.model, batch, rollout))
+
+
+def test_log_probs_are_taken_at_the_sampling_temperature_and_nucleus_sampling_is_refused():
+    torch.manual_seed(0)
+    module = GRPOModule(group_size=2, micro_batch_size=2, overrides=SHALLOW)
+    model = module.model.eval()
+    data = RLPromptDataModule(config=module.config, batch_size=2, synth_train_size=2, augment=False)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    rollout = sample_groups(model, batch, 2, 3, temperature=0.5)
+    with torch.no_grad():
+        prefix = model.prefix(**media_inputs(batch))
+        first = model.core(batch["input_ids"], batch["attention_mask"], prefix.embeds, prefix.mask,
+                           logits_to_keep=1).logits[:, -1].repeat_interleave(2, dim=0)  # [B*G, V], what sampled token 0
+        expected = torch.log_softmax(first.float() / 0.5, dim=-1).gather(1, rollout.completion_ids[:, :1])[:, 0]
+        torch.testing.assert_close(completion_logprobs(model, batch, rollout)[:, 0], expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="top_p: RL log-probs are taken on the full temperature-scaled"):
+        completion_logprobs(model, batch, sample_groups(model, batch, 2, 3, top_p=0.9))
+    with pytest.raises(ValueError, match="top_p: .* expected 1.0, got 0.9"):
+        GRPOModule(top_p=0.9)
+
+
+def test_loss_types_and_dr_grpo_advantages():
+    with pytest.raises(ValueError, match="loss_type: expected one of"):
+        GRPOModule(loss_type="bnpo")
+    rewards = torch.tensor([1.0, 0.0])
+    torch.testing.assert_close(GRPOModule(group_size=2, micro_batch_size=2, loss_type="dr_grpo").advantages(rewards)[0],
+                               torch.tensor([0.5, -0.5]))  # r - mean, not divided by the std
+    torch.testing.assert_close(GRPOModule(group_size=2, micro_batch_size=2).advantages(rewards)[0],
+                               torch.tensor([1.0, -1.0]), atol=1e-3, rtol=0)  # / (population std 0.5 + 1e-4)

@@ -11,7 +11,7 @@ from mmr1.model import MultimodalModel
 from mmr1.objectives import PPOModule, RewardModel, RewardModelModule
 from mmr1.objectives.reward_model import last_token_states
 from mmr1.rl.losses import ppo_loss
-from mmr1.rl.rollout import Rollout
+from mmr1.rl.rollout import Rollout, micro_batches
 
 
 def trainer(steps: int, **kwargs) -> L.Trainer:
@@ -121,3 +121,28 @@ def test_ppo_steps_through_a_trainer(scorer, reward_folder):
 def test_reward_model_and_rules_are_exclusive(reward_folder):
     with pytest.raises(ValueError, match="either"):
         PPOModule(reward_model=str(reward_folder), rewards={"accuracy": 1.0})
+
+
+def test_first_ratio_is_one_and_kl_to_an_unchanged_reference_is_zero_on_audio_prompts(noisy):
+    torch.manual_seed(0)
+    module = PPOModule(micro_batch_size=1, max_new_tokens=5, temperature=0.7, overrides=noisy)
+    module.tokenizer = Tokenizer.default()
+    batch = prompt_batch(module)
+    assert (batch["audio_lengths"] > 0).all()
+    module.train()  # as Lightning leaves it, then the RL step makes the policy deterministic
+    module.on_train_batch_start(batch, 0)
+    rollout = module.sample(batch)
+    exp = module.experience(batch, rollout)
+    assert torch.equal(exp.logprobs, exp.ref_logprobs)  # KL 0: the per-token rewards carry no penalty
+    for rows in micro_batches(2, 1):
+        logprobs, values, _ = module.evaluate(batch, rollout, rows)  # with grad, as the update takes them
+        assert torch.equal(logprobs, exp.logprobs[rows]) and torch.equal(values, exp.values[rows])  # ratio 1
+    module.train()  # in training mode dropout and SpecAugment make two passes differ: what the above excludes
+    with torch.no_grad():
+        assert not torch.equal(module.evaluate(batch, rollout, slice(0, 2))[0],
+                               module.evaluate(batch, rollout, slice(0, 2))[0])
+
+
+def test_nucleus_sampling_is_refused():
+    with pytest.raises(ValueError, match="top_p: .* expected 1.0, got 0.5"):
+        PPOModule(top_p=0.5)
