@@ -133,17 +133,21 @@ class ObjectiveModule(L.LightningModule):
         raise NotImplementedError
 
     # ---- steps --------------------------------------------------------------------------
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> Optional[torch.Tensor]:
+        if not batch:  # every record of the batch was a skipped bad record: no update
+            return None
         terms = self.losses(batch)
         check_finite(terms, self.global_step)
         self._log_terms(terms, "train", batch)
         return terms["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._log_terms(self.losses(batch), "val", batch)
+        if batch:
+            self._log_terms(self.losses(batch), "val", batch)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._log_terms(self.losses(batch), "test", batch)
+        if batch:
+            self._log_terms(self.losses(batch), "test", batch)
 
     def _log_terms(self, terms: dict[str, torch.Tensor], stage: str, batch: dict) -> None:
         for name, value in terms.items():
