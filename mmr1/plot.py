@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional
@@ -17,15 +18,20 @@ GROUPS = {"train": "train_", "val": "val_", "lr": "lr"}  # metric prefix ("/" al
 
 def read_metrics(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """{metric: [(step, value), ...] sorted by step} from every metrics.csv under run_dir."""
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder")
     files = sorted(run_dir.rglob("metrics.csv"))
     if not files:
         raise FileNotFoundError(f"{run_dir}: no metrics.csv (log with lightning.pytorch.loggers.CSVLogger)")
     series: dict[str, dict[int, float]] = defaultdict(dict)
     for path in files:
-        for row in csv.DictReader(path.open()):
-            for name, value in row.items():
-                if name not in ("step", "epoch") and value:
-                    series[name][int(row["step"])] = float(value)
+        for line, row in enumerate(csv.DictReader(path.open()), start=2):
+            try:
+                for name, value in row.items():
+                    if name not in ("step", "epoch") and value:
+                        series[name][int(row["step"])] = float(value)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{path}:{line}: expected CSVLogger rows with a step column and numbers ({e})") from e
     return {name: sorted(points.items()) for name, points in series.items()}
 
 
@@ -41,10 +47,11 @@ def plot_run(run_dir: Path, out_dir: Optional[Path] = None) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    series = read_metrics(run_dir)  # before creating anything: a wrong folder is left as it was
     out_dir = out_dir or run_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     groups: dict[str, dict[str, list]] = defaultdict(dict)
-    for metric, points in read_metrics(run_dir).items():
+    for metric, points in series.items():
         groups[group_of(metric)][metric] = points
     written = []
     for group, metrics in sorted(groups.items()):
@@ -66,6 +73,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("run_dir", type=Path, help="a run folder holding metrics.csv (searched recursively)")
     parser.add_argument("--out", type=Path, help="where the PNGs go; default RUN_DIR/plots")
     args = parser.parse_args(argv)
-    for path in plot_run(args.run_dir, args.out):
+    try:
+        written = plot_run(args.run_dir, args.out)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"mmr1 plot: {e}", file=sys.stderr)
+        return 2
+    for path in written:
         print(path)
     return 0

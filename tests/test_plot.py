@@ -30,6 +30,14 @@ def test_plot_renders_loss_lr_and_validation_curves(tmp_path, capsys):
         assert Image.open(tmp_path / "png" / name).size == (700, 400)
 
 
-def test_plot_without_metrics_is_an_error(tmp_path):
+def test_plot_without_metrics_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no metrics.csv"):
-        main([str(tmp_path)])
+        read_metrics(tmp_path)
+    assert main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"mmr1 plot: {tmp_path}: no metrics.csv (log with lightning.pytorch.loggers." \
+                                      "CSVLogger)\n"
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "missing: no such run folder" in capsys.readouterr().err and not (tmp_path / "missing").exists()
+    (tmp_path / "metrics.csv").write_text("epoch,train/loss\n0,1.5\n")  # no step column
+    assert main([str(tmp_path)]) == 2
+    assert "metrics.csv:2: expected CSVLogger rows with a step column" in capsys.readouterr().err
