@@ -39,9 +39,10 @@ def parse_rewards(text: str) -> dict[str, float]:
 
 
 def passing(texts: list[str], totals: list[float], min_reward: float) -> list[tuple[str, str]]:
-    """(reasoning, answer) of each response reaching min_reward that is well-formed with a non-empty answer."""
+    """(reasoning, answer) of each response reaching min_reward that is well-formed with a non-empty reasoning
+    and answer (an empty <think></think> would teach the SFT stage not to think)."""
     parsed = [parse_strict(text) for text in texts]
-    return [(r, a) for (r, a), total in zip(parsed, totals) if total >= min_reward and r is not None and a]
+    return [(r, a) for (r, a), total in zip(parsed, totals) if total >= min_reward and r and a]
 
 
 def relocated(record: dict, root: Path, out_dir: Path) -> dict:

@@ -56,8 +56,9 @@ def test_untrained_model_keeps_nothing_malformed(checkpoint, manifest, tmp_path)
         assert parse_strict(f"<think>{record['reasoning']}</think><answer>{record['answer']}</answer>")[1]
 
 
-def test_malformed_responses_are_dropped_even_at_min_reward_zero(checkpoint, manifest, tmp_path, monkeypatch):
-    monkeypatch.setattr("mmr1.sampling_cmd.sample_groups", fake_sampler(["<think>hm</think> 3", "The answer is 3"]))
+def test_malformed_or_unreasoned_responses_are_dropped_even_at_min_reward_zero(checkpoint, manifest, tmp_path, monkeypatch):
+    monkeypatch.setattr("mmr1.sampling_cmd.sample_groups",
+                        fake_sampler(["<think>hm</think> 3", "<think></think><answer>3</answer>"]))
     counts = rejection_sample(checkpoint, tmp_path / "sft.jsonl", manifest, n=2, min_reward=0.0)
     assert counts["kept"] == 0 and (tmp_path / "sft.jsonl").read_text() == ""
 
