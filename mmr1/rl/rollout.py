@@ -90,9 +90,10 @@ def micro_batches(total: int, size: int) -> list[slice]:
 
 def completion_forward(model: MultimodalModel, batch: dict, rollout: Rollout,
                        rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rollout's rows (whole groups) scored under `model`, with grad when grad is enabled: the logits [n, L, V] of the distribution each completion token was drawn from (divided by
-    the rollout's temperature) and the final states [n, L, D] that drew them. The prefix is encoded once
-    per prompt and shared by its G rows."""
+    """The rollout's rows (whole groups) scored under `model`, with grad when grad is enabled: the logits
+    [n, L, V] of the distribution each completion token was drawn from (divided by the rollout's
+    temperature) and the final states [n, L, D] that drew them. The prefix is encoded once per prompt and
+    shared by its G rows."""
     check_full_distribution(rollout.top_k, rollout.top_p)
     G = rollout.group_size
     rows = rows or slice(0, rollout.completion_ids.shape[0])
