@@ -22,8 +22,8 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True,
                      eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
     """Group-relative advantages: r minus the mean of its prompt's group, divided by (std + eps) when `scale`.
 
-    The std is the group's population std, sqrt(mean((r - mean)^2)) (ddof 0), as in DeepSeekMath's
-    GRPO; TRL's `scale_rewards="group"` takes the sample std (ddof 1), sqrt(G / (G - 1)) times larger.
+    The std is the group's population std, sqrt(mean((r - mean)^2)) (ddof 0); TRL's
+    `scale_rewards="group"` takes the sample std (ddof 1), sqrt(G / (G - 1)) times larger.
     `scale=False` is Dr. GRPO's choice (Liu et al. 2025): the division up-weights groups whose rewards
     barely differ. rewards [B*G] ordered prompt-major (rows b*G … b*G+G-1 share a prompt) ->
     advantages [B*G], and zero_spread [B] (groups whose rewards are all equal: advantage 0).
