@@ -3,8 +3,10 @@
     mmr1 demo --checkpoint runs/tiny [--port 7860]
 
 The reasoning streams into `#reasoning` as it is generated; the answer appears highlighted
-in `#answer`. Bad input (a file too large, a question over the limit, an image or sound
-that does not decode) is reported in `#message`, and the server keeps serving.
+in `#answer`. Uploads reach the handler as files (`preprocess=False`), so the package's own
+readers decode them (Pillow, soundfile: no ffmpeg), and every bad input (a file too large,
+a question over the limit, an image or sound that does not decode, NaN samples) is reported
+in `#message` while the server keeps serving.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ import html
 import os
 from pathlib import Path
 from typing import Iterator, Optional, Union
-
-import numpy as np
 
 from mmr1.inference import QAPipeline
 
@@ -26,31 +26,37 @@ def build(qa: QAPipeline, max_new_tokens: int = 128):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
-    def on_ask(image: Optional[str], audio, question: str):
-        yield from respond(qa, image, audio, question, max_new_tokens)
+    def on_ask(image: Optional[dict], audio: Optional[dict], question: Optional[str]):
+        yield from respond(qa, uploaded(image), uploaded(audio), question or "", max_new_tokens)
 
     with gr.Blocks(title="mmr1") as app:
         gr.Markdown("# mmr1 — ask about an image and a sound")
         with gr.Row():
             image = gr.Image(type="filepath", label="image", elem_id="image")
-            audio = gr.Audio(type="numpy", sources=["upload"], label="audio", elem_id="audio")
+            audio = gr.Audio(type="filepath", sources=["upload"], label="audio", elem_id="audio")
         question = gr.Textbox(label="question", lines=2, elem_id="question")
         ask = gr.Button("Ask", variant="primary", elem_id="ask")
         message = gr.Markdown(elem_id="message")
         reasoning = gr.Textbox(label="reasoning", lines=6, interactive=False, elem_id="reasoning")
         answer = gr.HTML(elem_id="answer")
-        ask.click(on_ask, [image, audio, question], [reasoning, answer, message])
+        # preprocess=False: Gradio would decode the files itself (audio through ffmpeg), and its
+        # errors would bypass the message area
+        ask.click(on_ask, [image, audio, question], [reasoning, answer, message], preprocess=False)
     return app
 
 
-def respond(qa: QAPipeline, image: Optional[str], audio, question: str,
+def uploaded(payload: Optional[dict]) -> Optional[str]:
+    """The server-side path of an uploaded file (Gradio's FileData/ImageData payload), None when none."""
+    return payload.get("path") if isinstance(payload, dict) else None
+
+
+def respond(qa: QAPipeline, image: Optional[str], audio: Optional[str], question: str,
             max_new_tokens: int) -> Iterator[tuple[str, str, str]]:
-    """(reasoning so far, answer HTML, message) after every generated piece; bad input → only a message."""
+    """(reasoning so far, answer HTML, message) after every generated piece; bad input → only a message.
+    `image` and `audio` are file paths (or anything `qa` takes)."""
     try:
-        wave, rate = _wave(audio)
         text = ""
-        for piece in qa.stream(question or "", image=image, audio=wave, sample_rate=rate,
-                               max_new_tokens=max_new_tokens):
+        for piece in qa.stream(question, image=image, audio=audio, max_new_tokens=max_new_tokens):
             text += piece
             yield _reasoning(text), "", ""
         yield _reasoning(text), _answer_html(text), ""
@@ -67,16 +73,6 @@ def serve(checkpoint: Union[str, Path], config: Union[str, Path, None] = None, p
     app.queue().launch(server_name="127.0.0.1", server_port=port, max_file_size=MAX_FILE_SIZE,
                        prevent_thread_lock=not block, show_error=True)
     return app
-
-
-def _wave(audio) -> tuple[Optional[np.ndarray], Optional[int]]:
-    """Gradio's (rate, int16/int32/float array [N] or [N, C]) → (float32 samples, rate)."""
-    if audio is None:
-        return None, None
-    rate, samples = audio
-    if np.issubdtype(samples.dtype, np.integer):
-        samples = samples.astype(np.float32) / np.iinfo(samples.dtype).max
-    return samples.astype(np.float32), int(rate)
 
 
 def _reasoning(text: str) -> str:

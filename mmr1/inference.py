@@ -64,8 +64,9 @@ class QAPipeline:
         n, media = len(question), {}
         for name, value in (("image", image), ("audio", audio)):
             if value is not None and not (isinstance(value, (list, tuple)) and len(value) == n):
+                got = f"{type(value).__name__}" + (f" of {len(value)}" if isinstance(value, (list, tuple)) else "")
                 raise ValueError(f"{name}: with {n} questions, expected a list of {n} entries (None where absent), "
-                                 f"got {type(value).__name__}" + (f" of {len(value)}" if isinstance(value, list) else ""))
+                                 f"got {got}")
             media[name] = [None] * n if value is None else list(value)
         examples = [self.example(q, i, a, sample_rate, index)
                     for index, (q, i, a) in enumerate(zip(question, media["image"], media["audio"]))]

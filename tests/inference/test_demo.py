@@ -1,6 +1,8 @@
-"""The Gradio demo end to end in headless Debian chromium (Playwright): upload, ask, read the answer.
+"""The Gradio demo: bad inputs become a message; end to end in headless Debian chromium (Playwright): upload,
+ask, read the answer.
 
-Needs `apt-get install -y chromium` and `pip install gradio playwright` (never `playwright install`).
+The browser test needs `apt-get install -y chromium` and `pip install gradio playwright` (never
+`playwright install`).
 """
 
 import os
@@ -9,18 +11,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]
 
 pytest.importorskip("gradio", reason="gradio is not installed (pip install gradio)")
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-if not CHROMIUM.is_file():
-    pytest.skip(f"{CHROMIUM} not found (apt-get install -y chromium)", allow_module_level=True)
 
 
-def test_bad_uploads_become_a_message(tiny_checkpoint, tmp_path):
+@pytest.fixture
+def float_wav(tmp_path) -> Path:
+    """One second of a 440 Hz tone as a 32-bit float WAV (what Gradio's own reader needed ffprobe for)."""
+    path = tmp_path / "tone_float32.wav"
+    t = np.arange(16000) / 16000
+    soundfile.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000, subtype="FLOAT")
+    return path
+
+
+def test_bad_uploads_become_a_message(tiny_checkpoint, tmp_path, float_wav):
     from mmr1.demo import respond
     from mmr1.inference import load
 
@@ -29,9 +38,18 @@ def test_bad_uploads_become_a_message(tiny_checkpoint, tmp_path):
     broken.write_bytes(b"not an image at all")
     last = list(respond(qa, str(broken), None, "How many?", 4))[-1]
     assert last[:2] == ("", "") and "cannot read image" in last[2]
-    too_long = (8000, np.zeros(8000 * 40, dtype=np.int16))  # 40 s > audio.max_seconds
-    assert "max_seconds" in list(respond(qa, None, too_long, "How many?", 4))[-1][2]
+    too_long = tmp_path / "long.wav"
+    soundfile.write(too_long, np.zeros(8000 * 40, dtype=np.int16), 8000)  # 40 s > audio.max_seconds
+    assert "max_seconds" in list(respond(qa, None, str(too_long), "How many?", 4))[-1][2]
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+    assert "cannot read audio" in list(respond(qa, None, str(corrupt), "How many?", 4))[-1][2]
+    nan = tmp_path / "nan.wav"
+    soundfile.write(nan, np.full(1600, np.nan, np.float32), 16000, subtype="FLOAT")
+    assert "samples hold NaN or Inf" in list(respond(qa, None, str(nan), "How many?", 4))[-1][2]
     assert "expected a non-empty string" in list(respond(qa, None, None, "", 4))[-1][2]
+    reasoning, answer, message = list(respond(qa, None, str(float_wav), "How many beeps?", 4))[-1]
+    assert message == "" and "mmr1-answer" in answer  # a float32 WAV is read by soundfile
 
 
 def _free_port() -> int:
@@ -52,7 +70,9 @@ def digit_png(tmp_path) -> Path:
     return path
 
 
-def test_upload_ask_and_read_the_answer(tiny_checkpoint, digit_png, shared_data):
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} not found (apt-get install -y chromium)")
+def test_upload_ask_and_read_the_answer(tiny_checkpoint, digit_png, float_wav, tmp_path, shared_data):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     from mmr1.demo import serve
 
@@ -82,6 +102,24 @@ def test_upload_ask_and_read_the_answer(tiny_checkpoint, digit_png, shared_data)
             page.click("#ask")
             page.wait_for_function("document.querySelector('#message').innerText.trim() === ''", timeout=60_000)
             page.wait_for_selector("#answer .mmr1-answer mark", timeout=60_000)
+
+            page.reload()  # a 32-bit float WAV: read by soundfile, no ffprobe
+            page.set_input_files("#audio input[type=file]", str(float_wav))
+            page.wait_for_selector("#audio audio, #audio #waveform, #audio .waveform-container", timeout=30_000,
+                                   state="attached")
+            page.fill("#question textarea", "How many beeps?")
+            page.click("#ask")
+            page.wait_for_selector("#answer .mmr1-answer mark", timeout=60_000)
+            assert page.inner_text("#message").strip() == ""
+
+            page.reload()  # a corrupt image: the page's message area says so
+            corrupt = tmp_path / "corrupt.png"
+            corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+            page.set_input_files("#image input[type=file]", str(corrupt))
+            page.fill("#question textarea", "How many shapes?")
+            page.click("#ask")
+            page.wait_for_function("document.querySelector('#message').innerText.includes('cannot read image')",
+                                   timeout=30_000)
             browser.close()
     finally:
         app.close()
