@@ -50,6 +50,14 @@ def test_eval_prints_metrics_as_the_last_line(tiny_checkpoint, manifest, tmp_pat
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 4
 
 
+def test_eval_and_qa_of_an_empty_manifest_are_errors(tiny_checkpoint, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    for command in ("eval", "qa"):
+        with pytest.raises(ValueError, match="empty.jsonl: empty manifest"):
+            run([command, "--checkpoint", str(tiny_checkpoint), "--manifest", str(empty), "--no-progress"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--question", "How many?", "--image", "missing.png"], "no such file"),
     (["--question", "word " * 400], "longer than the limit"),
