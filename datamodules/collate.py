@@ -4,6 +4,7 @@ Always (when some record in the batch has it):
   pixel_values [B, 3, H, W] + image_mask [B] · audio_values [B, S] + audio_lengths [B]
   text_ids / text_mask [B, L]: the text encoder's input (question, or caption/text)
   answers: list[str] · ids: list[str]
+  skipped: [(where, reason)] of the skip markers the batch dropped (B counts the others only)
 sft         input_ids / attention_mask / labels [B, T], right-padded; labels are -100 on
             the prompt and padding (unshifted: labels[t] is the token at t); with a `label`
             (an index, or one of the record's `choices`): class_labels [B] long

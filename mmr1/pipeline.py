@@ -151,6 +151,9 @@ class Pipeline:
         from lightning.pytorch.callbacks import ModelCheckpoint
         from lightning.pytorch.loggers import CSVLogger
 
+        from mmr1.callbacks import FiniteWeights
+        from mmr1.datamodules.callbacks import BadRecordReport
+
         module_path, data_path = TRAINING[spec["objective"]]
         model_args = self._resolve_refs(spec.get("model"))
         init_from = None if spec.get("init_from") == "scratch" else self._ref(spec.get("init_from"), previous_model)
@@ -169,8 +172,8 @@ class Pipeline:
         trainer_args = {"accelerator": "auto", "devices": 1, "max_steps": spec["steps"], "limit_val_batches": 0,
                         "log_every_n_steps": 10, "enable_progress_bar": self.progress,
                         "enable_model_summary": False, **(spec.get("trainer") or {})}
-        trainer = L.Trainer(logger=CSVLogger(folder, name="", version=""), callbacks=[checkpoints],
-                            default_root_dir=folder, **trainer_args)
+        trainer = L.Trainer(logger=CSVLogger(folder, name="", version=""), default_root_dir=folder,
+                            callbacks=[FiniteWeights(), BadRecordReport(), checkpoints], **trainer_args)
         last = folder / "checkpoints" / "last.ckpt"
         trainer.fit(module, data, ckpt_path=str(last) if last.is_file() else None)
         if spec["objective"] == "contrastive":  # retrieval R@1 on held-out pairs, beside chance
