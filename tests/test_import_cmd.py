@@ -7,9 +7,7 @@ transformers' LlamaForCausalLM read from the same GGUF.
 
 import pytest
 import torch
-from tokenizers import Tokenizer as Backend
-from tokenizers import decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mmr1.cli import main
 from mmr1.config import SPECIAL_TOKENS
@@ -17,36 +15,12 @@ from mmr1.datamodules.collate import IGNORE, Collator
 from mmr1.datamodules.prompt import format_prompt
 from mmr1.inference import QAPipeline, load_model
 
-CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-          "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 QUESTIONS = ["What is 12 + 30?", "Name the largest planet of the solar system.",
              "Tom has 3 apples and buys 5 more. How many apples does he have now?"]
 
 
 def chat_messages(question: str) -> list[dict]:
     return [{"role": "user", "content": question}]
-
-
-@pytest.fixture(scope="module")
-def tiny_hf_folder(tmp_path_factory):
-    """A Hugging Face folder: a random 2-layer Llama with a byte-level BPE ChatML tokenizer that
-    has none of mmr1's special tokens."""
-    folder = tmp_path_factory.mktemp("tiny_hf")
-    backend = Backend(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    backend.train_from_iterator([q * 4 for q in QUESTIONS] + ["user assistant answer think"] * 8, trainer)
-    hf_tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                           unk_token="<|endoftext|>", chat_template=CHATML)
-    hf_tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(hf_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    LlamaForCausalLM(config).eval().save_pretrained(folder)
-    return folder
 
 
 def test_hf_folder_import_extends_the_vocabulary_and_keeps_the_logits(tiny_hf_folder, tmp_path):
@@ -63,7 +37,8 @@ def test_hf_folder_import_extends_the_vocabulary_and_keeps_the_logits(tiny_hf_fo
     assert tokenizer.encode(text) == hf_tokenizer(text, add_special_tokens=False)["input_ids"]
     new_ids = {tokenizer.token_id(t) for t in SPECIAL_TOKENS}
     assert len(new_ids) == len(SPECIAL_TOKENS) and min(new_ids) >= n_old
-    assert (tokenizer.eos_token, tokenizer.chat_template) == ("<|im_end|>", CHATML)
+    assert (tokenizer.eos_token, tokenizer.chat_template) == ("<|im_end|>", hf_tokenizer.chat_template)
+    assert tokenizer.chat_template.startswith("{% for message in messages %}")
     assert model.core.config.vocab_size == len(tokenizer) == n_old + len(SPECIAL_TOKENS)
     assert model.core.config.eos_token_id == hf_tokenizer.eos_token_id
 
