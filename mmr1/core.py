@@ -261,22 +261,23 @@ class ReasoningCore(nn.Module):
                top_k=0, top_p=1.0, eos_token_id=-1, generator=None):
         """Continue from a filled cache whose next-token logits [B, V] are given; yield [B] tokens.
 
-        Finished rows (after an eos) yield the pad id; decoding stops once every row is done."""
+        Finished rows (after an eos) yield the pad id, fed back as padding (so an MoE in training
+        mode does not count them); decoding stops once every row is done."""
         cfg = self.config
         stop_ids = _stop_ids(cfg.eos_token_id if eos_token_id == -1 else eos_token_id, logits.device)
         B = logits.shape[0]
         finished = torch.zeros(B, dtype=torch.bool, device=logits.device)
-        ones = torch.ones(B, 1, dtype=torch.bool, device=logits.device)
         for step in range(max_new_tokens):
             token = next_token(logits, do_sample, temperature, top_k, top_p, generator)  # [B]
             token = torch.where(finished, torch.full_like(token, cfg.pad_token_id), token)
             yield token
+            real = ~finished[:, None]  # [B, 1]: this token is real (an eos included)
             if stop_ids is not None:
                 finished |= torch.isin(token, stop_ids)
                 if bool(finished.all()):
                     return
             if step + 1 < max_new_tokens:
-                logits = self(token[:, None], ones, cache=cache, logits_to_keep=1).logits[:, -1]
+                logits = self(token[:, None], real, cache=cache, logits_to_keep=1).logits[:, -1]
 
     # ---- checkpoints ----------------------------------------------------------------
     @classmethod

@@ -168,6 +168,25 @@ def test_moe_load_counts_only_real_tokens():
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
+def test_moe_load_in_generation_skips_tokens_after_eos():
+    """Decoding feeds a finished row's pad tokens back as padding: an MoE in training mode counts
+    the real prompt tokens and each row's tokens up to its eos, nothing after."""
+    core = make_core(n_routed_experts=4, n_experts_per_token=2, first_dense_layers=0)
+    ids = torch.randint(3, 64, (3, 6))
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[2, :2] = False  # left padding
+    greedy = core.generate(ids, mask, max_new_tokens=10, eos_token_id=None)[:, 6:]  # [3, 10]
+    eos = int(greedy[0, 3])  # row 0 stops after 4 tokens; the others may stop at it too
+    core.train()
+    out = core.generate(ids, mask, max_new_tokens=10, eos_token_id=eos)[:, 6:]
+    fed = out[:, :-1]  # the last token yielded is never fed back
+    after_eos = ((fed == eos).cumsum(dim=1) - (fed == eos).long()) > 0  # [3, steps - 1]
+    assert after_eos.any()  # some row went on decoding after another one's eos
+    n_real = int(mask.sum()) + int((~after_eos).sum())
+    for moe in core.moe_layers():
+        assert float(moe.expert_load.sum()) == 2 * n_real
+
+
 def test_mla_cache_is_smaller_than_gqa_at_equal_width():
     ids = torch.randint(3, 64, (2, 10))
     sizes = {}
