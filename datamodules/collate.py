@@ -10,7 +10,7 @@ sft         input_ids / attention_mask / labels [B, T], right-padded; labels are
             (an index, or one of the record's `choices`): class_labels [B] long
 rl          input_ids / attention_mask [B, T], LEFT-padded prompts for generation
 preference  chosen_* and rejected_* input_ids / attention_mask / labels, one width T
-paired      the media and caption text only
+paired      the media and caption text only (caption, else text, else reasoning)
 masked      text_ids with BERT-style masking and text_labels [B, L] (-100 = not masked)
 """
 
@@ -109,8 +109,8 @@ class Collator:
         return rows
 
     def _encoder_text(self, example: dict) -> Optional[str]:
-        if self.objective == "paired":
-            return example.get("caption") or example.get("text")
+        if self.objective == "paired":  # what describes the media; a QA record's reasoning says what it perceives
+            return example.get("caption") or example.get("text") or example.get("reasoning")
         if self.objective == "masked":
             return example.get("text") or example.get("caption") or example.get("question")
         return example.get("question")

@@ -1,4 +1,4 @@
-"""`mmr1 data synth|check|tokenizer|convert`: make, validate, tokenize and convert datasets."""
+"""`mmr1 data synth|digits|check|tokenizer|convert`: make, validate, tokenize and convert datasets."""
 
 from __future__ import annotations
 
@@ -53,6 +53,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="the training's data.max_length (default: what the core takes beside the prefix)")
     check.set_defaults(run=_check)
 
+    digits = commands.add_parser("digits", help="the real-data task: a handwritten digit (scikit-learn) + a spoken "
+                                 "digit (FSDD) + a question that needs both; one speaker held out for test")
+    digits.add_argument("--out", required=True, type=Path, help="output folder (PNGs + train/val/test.jsonl)")
+    digits.add_argument("--fsdd", required=True, type=Path, help="the Free Spoken Digit Dataset folder")
+    digits.add_argument("--test-speaker", default="theo", help="the speaker held out for the test split")
+    digits.add_argument("--train", type=int, default=6000, help="training records")
+    digits.add_argument("--val", type=int, default=400, help="selection records (training speakers' held-out takes)")
+    digits.add_argument("--test", type=int, default=500, help="test records")
+    digits.add_argument("--seed", type=int, default=0)
+    digits.set_defaults(run=_digits)
+
     tokenizer = commands.add_parser("tokenizer", help="train a byte-level BPE tokenizer")
     tokenizer.add_argument("--corpus", required=True, nargs="+", type=Path, help="text files or JSONL manifests")
     tokenizer.add_argument("--vocab-size", type=int, default=512)
@@ -74,6 +85,15 @@ def _synth(args: argparse.Namespace) -> int:
 
     path = write(args.out, args.n, args.seed, args.split, args.difficulty, args.image_size)
     print(f"wrote {args.n} {args.split} records to {path}")
+    return 0
+
+
+def _digits(args: argparse.Namespace) -> int:
+    from mmr1.datamodules.digits import write
+
+    paths = write(args.out, args.fsdd, args.test_speaker, {"train": args.train, "val": args.val, "test": args.test},
+                  args.seed)
+    print(f"wrote {', '.join(str(p) for p in paths.values())} (test speaker {args.test_speaker})")
     return 0
 
 

@@ -59,8 +59,8 @@ def check_record(record: object, objective: Optional[str], root: Optional[Path] 
                 raise ValueError(f"{key}: missing, and the {objective!r} objective needs it")
         present = [k for k in ("image", "audio") if record.get(k) is not None]
         text = record.get("caption") or record.get("text")
-        if objective == "paired" and len(present) + bool(text) < 2:
-            raise ValueError("caption: a 'paired' record needs two of image, audio and caption/text")
+        if objective == "paired" and len(present) + bool(text or record.get("reasoning")) < 2:
+            raise ValueError("caption: a 'paired' record needs two of image, audio and caption/text/reasoning")
         if objective == "masked" and not (present or text or record.get("question")):
             raise ValueError("record: a 'masked' record needs an image, audio or text")
     if root is not None:

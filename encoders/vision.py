@@ -1,13 +1,22 @@
-"""Image encoder: a timm ViT (named or built from the config sizes), patch tokens out."""
+"""Image encoder: a timm ViT (named or built from the config sizes), patch tokens out.
+
+The custom ViT's patches are embedded either by one linear projection (`stem: patch`) or by
+timm's convolutional stem (`stem: conv`): stride-2 3×3 convolutions down to the patch grid, which
+makes a small ViT trained from scratch learn shapes several times faster (Xiao et al. 2021).
+"""
 
 from __future__ import annotations
 
+import functools
+import math
 from pathlib import Path
 
 import timm
 import torch
 from safetensors.torch import load_file
+from timm.layers import HybridEmbed, LayerNorm2d
 from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer_hybrid import ConvStem
 from torch import nn
 
 from mmr1.config import VisionConfig
@@ -24,8 +33,9 @@ class VisionEncoder(nn.Module):
             self.model = timm.create_model(cfg.timm_name, pretrained=False, num_classes=0, img_size=cfg.image_size)
         else:
             self.model = VisionTransformer(
-                img_size=cfg.image_size, patch_size=cfg.patch_size, embed_dim=cfg.width, depth=cfg.depth,
-                num_heads=cfg.n_heads, mlp_ratio=cfg.mlp_ratio, num_classes=0,
+                img_size=cfg.image_size, patch_size=1 if cfg.stem == "conv" else cfg.patch_size, embed_dim=cfg.width,
+                depth=cfg.depth, num_heads=cfg.n_heads, mlp_ratio=cfg.mlp_ratio, num_classes=0,
+                **({"embed_layer": conv_stem(cfg.patch_size, cfg.width)} if cfg.stem == "conv" else {}),
             )
         self.width: int = self.model.num_features
         if cfg.weights is not None:
@@ -72,3 +82,14 @@ class VisionEncoder(nn.Module):
         if image_mask is not None and (image_mask.shape != (B,) or image_mask.dtype != torch.bool):
             raise ValueError(f"image_mask: expected bool [{B}], got {image_mask.dtype} {list(image_mask.shape)}")
         return B
+
+
+def conv_stem(patch_size: int, width: int):
+    """timm's ConvStem (log2(patch_size) stride-2 3×3 convolutions, LayerNorm2d + ReLU between them, the last one
+    to `width` channels) as a ViT `embed_layer`: [B, 3, S, S] -> [B, (S / patch_size)², width].
+
+    LayerNorm rather than timm's default BatchNorm, so training and inference compute the same function."""
+    depth = int(math.log2(patch_size))
+    stem = ConvStem(3, depth, width, stride=(2,) * depth, norm_layer=LayerNorm2d)
+    return functools.partial(HybridEmbed, backbone=stem, proj=False)
+

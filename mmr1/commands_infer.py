@@ -42,6 +42,8 @@ def add_commands(subparsers, debug_parent: argparse.ArgumentParser) -> None:
     source.add_argument("--text", type=Path, help="perplexity of a .txt (blank-line documents) or .jsonl file")
     ev.add_argument("--output", type=Path, help="write the greedy predictions here (JSONL)")
     ev.add_argument("--samples", type=int, default=0, help="k > 0: also sample k answers per question for pass@k")
+    ev.add_argument("--withhold", nargs="+", choices=("image", "audio"), default=(),
+                    help="answer without these media (what the model gets from each)")
     _generation_args(ev)
     ev.set_defaults(run=run_eval)
 
@@ -154,7 +156,7 @@ def run_eval(args) -> int:
         return 0
     qa = load(args.checkpoint, args.config)
     summary = evaluate(qa, args.manifest, args.batch_size, args.samples, args.output, not args.no_progress,
-                       **_generation(args))
+                       withhold=args.withhold, **_generation(args))
     print(json.dumps(summary))
     return 0
 

@@ -41,14 +41,22 @@ class VisionConfig:
     depth: int = 2  # transformer blocks
     n_heads: int = 2  # attention heads
     mlp_ratio: float = 4.0  # hidden width of the ViT MLP / width
+    stem: Literal["patch", "conv"] = "patch"  # patch: one linear patch projection (ViT); conv: stride-2 3×3
+    # convolutions down to the patch grid (Xiao et al. 2021, "Early Convolutions Help Transformers See Better")
     weights: Optional[str] = None  # local timm-format state dict (.safetensors or .pth)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # normalisation the ViT expects
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
     def __post_init__(self) -> None:
         self.mean, self.std = tuple(self.mean), tuple(self.std)
+        _require(self.stem in ("patch", "conv"), "vision.stem", f"must be 'patch' or 'conv', got {self.stem!r}")
         if self.timm_name is None:
             _divisible(self.image_size, self.patch_size, "vision.image_size", "vision.patch_size")
+        if self.stem == "conv":
+            _require(self.timm_name is None, "vision.stem", "'conv' builds a custom ViT; it cannot be used with timm_name")
+            _require(self.patch_size > 1 and self.patch_size & (self.patch_size - 1) == 0, "vision.patch_size",
+                     f"must be a power of two for the conv stem (one stride-2 convolution per halving), got "
+                     f"{self.patch_size}")
             _divisible(self.width, self.n_heads, "vision.width", "vision.n_heads")
 
     @property

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 from mmr1 import metrics
 from mmr1.inference import QAPipeline, QAResult, answer_manifest
@@ -21,10 +21,12 @@ from mmr1.rl.rewards import accuracy_reward, format_reward
 
 
 def evaluate(qa: QAPipeline, manifest: Union[str, Path], batch_size: int = 8, samples: int = 0,
-             output: Union[str, Path, None] = None, progress: bool = True, **generation) -> dict:
-    """Summary metrics over a manifest; one prediction per line to `output` when given."""
+             output: Union[str, Path, None] = None, progress: bool = True, withhold: Sequence[str] = (),
+             **generation) -> dict:
+    """Summary metrics over a manifest; one prediction per line to `output` when given; `withhold`
+    answers without the named media ("image", "audio")."""
     greedy = {k: v for k, v in generation.items() if k not in ("do_sample", "temperature", "top_k", "top_p")}
-    answers = answer_manifest(qa, manifest, batch_size, progress, **greedy)
+    answers = answer_manifest(qa, manifest, batch_size, progress, withhold=withhold, **greedy)
     rows = [prediction(record, result) for record, result in answers]
     if output is not None:
         write_predictions(rows, output)
@@ -40,20 +42,25 @@ def evaluate(qa: QAPipeline, manifest: Union[str, Path], batch_size: int = 8, sa
             bleu=metrics.bleu(preds, [[ref] for ref in refs]),
             rouge_l=metrics.rouge_l(preds, [[ref] for ref in refs]),
             cider=metrics.cider(preds, [[ref] for ref in refs]),
-            perplexity=reference_perplexity(qa, manifest, batch_size),
+            perplexity=reference_perplexity(qa, manifest, batch_size, withhold),
         )
     if samples:
+        if withhold:
+            raise ValueError("withhold: pass@k samples use every medium; score them in a run without --withhold")
         summary.update(sampled_pass_at_k(qa, manifest, samples, batch_size, progress, **generation))
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in summary.items()}
 
 
-def reference_perplexity(qa: QAPipeline, manifest: Union[str, Path], batch_size: int) -> float:
-    """Teacher-forced perplexity of the reference responses of the records that have an answer."""
+def reference_perplexity(qa: QAPipeline, manifest: Union[str, Path], batch_size: int,
+                         withhold: Sequence[str] = ()) -> float:
+    """Teacher-forced perplexity of the reference responses of the records that have an answer
+    (without the `withhold` media)."""
     from mmr1.datamodules.collate import Collator
     from mmr1.datamodules.manifest import read_manifest
 
     path = Path(manifest)
-    records = [record for _, record in read_manifest(path, objective=None)[0] if record.get("answer")]
+    records = [{k: v for k, v in record.items() if k not in withhold}
+               for _, record in read_manifest(path, objective=None)[0] if record.get("answer")]
     collate = Collator(qa.tokenizer, "sft", max_length=qa.model.config.core.max_seq_len,
                        encode_text=qa.model.config.text is not None)
     batches = (collate([qa.records(r, path.parent) for r in records[i:i + batch_size]])

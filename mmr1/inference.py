@@ -245,12 +245,17 @@ def _load_ckpt(path: Path, config: Optional[Path]):
 
 
 def answer_manifest(qa: QAPipeline, manifest: Union[str, Path], batch_size: int = 8, progress: bool = True,
-                    stop: Sequence[str] = (), **generation) -> Iterator[tuple[dict, QAResult]]:
-    """(record, result) for every record of a JSONL manifest, answered in batches with a progress bar."""
+                    stop: Sequence[str] = (), withhold: Sequence[str] = (), **generation
+                    ) -> Iterator[tuple[dict, QAResult]]:
+    """(record, result) for every record of a JSONL manifest, answered in batches with a progress bar;
+    `withhold` names media ("image", "audio") answered without, to measure what the model gets from each."""
     from tqdm import tqdm
 
     from mmr1.datamodules.manifest import read_manifest
 
+    unknown = sorted(set(withhold) - {"image", "audio"})
+    if unknown:
+        raise ValueError(f"withhold: expected some of ['audio', 'image'], got {unknown}")
     path = Path(manifest)
     records, _ = read_manifest(path, objective=None)
     missing = [line for line, record in records if not record.get("question")]
@@ -262,7 +267,7 @@ def answer_manifest(qa: QAPipeline, manifest: Union[str, Path], batch_size: int 
             examples = []
             for line, record in chunk:
                 try:
-                    examples.append(qa.records(record, path.parent))
+                    examples.append(qa.records({k: v for k, v in record.items() if k not in withhold}, path.parent))
                 except ValueError as e:
                     raise ValueError(f"{path}:{line}: {e}") from e
             yield from zip((r for _, r in chunk), qa.answer(examples, stop, **generation))

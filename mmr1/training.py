@@ -63,18 +63,20 @@ def stored_tokenizer(stored: Optional[dict]) -> Tokenizer:
 
 
 class ExportBest(L.Callback):
-    """When fit ends, write the best (else the last) checkpoint's model to `<run dir>/export`."""
+    """When fit ends, write the best checkpoint's model (by the checkpoint callback's monitor) to
+    `<run dir>/export`; with no monitor (`checkpoint.monitor: null`), the weights fit ended with."""
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: ObjectiveModule) -> None:
         if not trainer.is_global_zero:
             return
         folder = Path(trainer.log_dir or trainer.default_root_dir) / "export"
         callback = trainer.checkpoint_callback
-        path = callback and (callback.best_model_path or callback.last_model_path)
+        path = callback and callback.monitor and callback.best_model_path
         if path:
             export_ckpt(path, folder)
         else:
             pl_module.export_model().save_pretrained(folder, pl_module.tokenizer or Tokenizer.default())
+        print(f"exported {folder}", flush=True)
 
 
 class TrainingCLI(LightningCLI):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
+from typing import Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -24,14 +25,28 @@ def summed_over_ranks(counts: torch.Tensor) -> torch.Tensor:
 class ContrastiveModule(ObjectiveModule):
     """One projection per modality into a shared space and one learnable temperature per modality pair."""
 
-    def __init__(self, *args, embed_dim: int = 64, init_temperature: float = 0.07, **kwargs):
-        """embed_dim: width of the shared space; init_temperature: starting softmax temperature (CLIP's 0.07)."""
+    def __init__(self, *args, embed_dim: int = 64, init_temperature: float = 0.07,
+                 pairs: Optional[Sequence[str]] = None, **kwargs):
+        """
+        Args:
+            embed_dim: width of the shared space.
+            init_temperature: starting softmax temperature (CLIP's 0.07).
+            pairs: the modality pairs to align, e.g. ["image_text", "audio_text"]; None = every pair of the
+                model's modalities. Leave out a pair whose two sides are unrelated in your data (an image and
+                a sound chosen independently): aligning them can only teach the encoders to memorise pairings.
+        """
         super().__init__(*args, **kwargs)
         widths = {m: enc.width for m, enc in self.model._encoders().items()}
-        self.projections = nn.ModuleDict({m: nn.Linear(w, embed_dim, bias=False) for m, w in widths.items()})
+        every = [f"{a}_{b}" for a, b in combinations(widths, 2)]
+        chosen = every if pairs is None else list(pairs)
+        unknown = sorted(set(chosen) - set(every))
+        if unknown or not chosen:
+            raise ValueError(f"pairs: expected a non-empty subset of {every}, got {list(chosen)}")
+        used = {m for key in chosen for m in key.split("_")}
+        self.projections = nn.ModuleDict({m: nn.Linear(w, embed_dim, bias=False) for m, w in widths.items()
+                                          if m in used})
         self.logit_scales = nn.ParameterDict({
-            f"{a}_{b}": nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
-            for a, b in combinations(widths, 2)})
+            key: nn.Parameter(torch.tensor(math.log(1 / init_temperature))) for key in every if key in chosen})
 
     def pairs(self, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """{"image_text": (a [B, E], b [B, E], rows [B] bool)} for every pair of modalities in the batch.

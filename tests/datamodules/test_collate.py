@@ -102,8 +102,16 @@ def test_paired_uses_captions_and_no_core_sequence(tok):
 
 
 def test_text_free_record_has_an_all_false_text_row(tok):
-    batch = Collator(tok, "paired")([example(image=True, caption="x"), example(audio=5)])
+    batch = Collator(tok, "paired")([example(image=True, caption="x"), example(audio=5, reasoning=None)])
     assert batch["text_mask"][0].any() and not batch["text_mask"][1].any()
+
+
+def test_paired_text_is_the_caption_else_the_reasoning(tok):
+    """A QA record's reasoning says what it perceives: contrastive alignment reads it when there is no caption."""
+    batch = Collator(tok, "paired")([example(image=True, caption="a red circle", reasoning="I see 3 shapes."),
+                                     example(image=True, reasoning="The picture shows 7.")])
+    for row, text in enumerate(("a red circle", "The picture shows 7.")):
+        assert tok.decode(batch["text_ids"][row][batch["text_mask"][row]].tolist(), skip_special_tokens=True) == text
 
 
 def test_masked_language_modelling(tok):

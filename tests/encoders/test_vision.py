@@ -122,3 +122,28 @@ def test_bad_image_mask_raises():
         encoder(torch.zeros(2, 3, 16, 16), image_mask=torch.ones(3, dtype=torch.bool))
     with pytest.raises(ValueError, match="image_mask"):
         encoder(torch.zeros(2, 3, 16, 16), image_mask=torch.ones(2))
+
+
+def test_conv_stem_embeds_patches_with_convolutions():
+    """stem: conv replaces the linear patch projection by timm's ConvStem (LayerNorm, so train == eval)."""
+    torch.manual_seed(0)
+    cfg = VisionConfig(image_size=32, patch_size=8, width=64, depth=2, n_heads=2, stem="conv")
+    encoder = VisionEncoder(cfg)
+    images = digit_images(4)
+    out = encoder.train()(images)
+    assert out.tokens.shape == (4, cfg.n_patches, 64)
+    torch.testing.assert_close(encoder.eval()(images).tokens, out.tokens)  # no batch statistics
+    convs = [m for m in encoder.model.patch_embed.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride for c in convs] == [(2, 2)] * 3  # 32 -> 16 -> 8 -> 4: the 4×4 patch grid
+    out.tokens.square().mean().backward()
+    assert convs[0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(stem="conv", patch_size=6, image_size=36), "power of two"),
+    (dict(stem="conv", timm_name="vit_tiny_patch16_224"), "timm_name"),
+    (dict(stem="unet"), "vision.stem"),
+])
+def test_conv_stem_settings_are_checked(fields, message):
+    with pytest.raises(ValueError, match=message):
+        VisionConfig(**fields)

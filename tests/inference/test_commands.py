@@ -82,3 +82,20 @@ def test_export_int8_and_pruned_folder_loads_and_answers(tiny_checkpoint, tmp_pa
     qa = load(out)
     assert isinstance(qa.model.core.layers[0].mlp.up_proj, torch.ao.nn.quantized.dynamic.Linear)
     assert qa("How many?", max_new_tokens=4).completion_tokens <= 4
+
+
+def test_eval_withhold_answers_without_the_named_media(tiny_checkpoint, tmp_path):
+    from mmr1.datamodules.synth import write
+    from mmr1.evaluate import evaluate
+    from mmr1.inference import answer_manifest, load
+
+    manifest = write(tmp_path / "synth", 3, seed=0, split="test")
+    qa = load(tiny_checkpoint)
+    full = [r.prompt_tokens for _, r in answer_manifest(qa, manifest, progress=False, max_new_tokens=2)]
+    blind = [r.prompt_tokens for _, r in answer_manifest(qa, manifest, progress=False, withhold=("image", "audio"),
+                                                         max_new_tokens=2)]
+    assert all(b < f for b, f in zip(blind, full))  # no <image>/<audio> markers and no media prefix
+    summary = evaluate(qa, manifest, progress=False, withhold=["audio"], max_new_tokens=2)
+    assert summary["n"] == 3
+    with pytest.raises(ValueError, match="withhold: expected some of"):
+        list(answer_manifest(qa, manifest, progress=False, withhold=("smell",)))

@@ -133,3 +133,17 @@ def test_warmup_then_cosine():
     assert warmup_cosine(9, 10, 110, 0.1) == pytest.approx(1.0)
     assert warmup_cosine(60, 10, 110, 0.1) == pytest.approx(0.55)
     assert warmup_cosine(110, 10, 110, 0.1) == pytest.approx(0.1)
+
+
+def test_contrastive_pairs_choose_what_is_aligned():
+    torch.manual_seed(0)
+    module = ContrastiveModule(pairs=["image_text", "audio_text"])
+    assert sorted(module.logit_scales) == ["audio_text", "image_text"]
+    dm = PairedDataModule(config=module.config, batch_size=8, synth_val_size=8)
+    metrics = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False).validate(module, dm, verbose=False)[0]
+    assert "val/image_text" in metrics and "val/audio_text" in metrics and "val/image_audio" not in metrics
+    with pytest.raises(ValueError, match="pairs: expected a non-empty subset of"):
+        ContrastiveModule(pairs=["image_sound"])
+    with pytest.raises(ValueError, match="pairs"):
+        ContrastiveModule(pairs=[])
