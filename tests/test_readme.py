@@ -14,6 +14,9 @@ README = (ROOT / "README.md").read_text()
 COVERED_ELSEWHERE = {
     "mmr1 pipeline --config configs/r1_tiny.yaml": "tests/test_pipeline.py",  # the recipe, cut to a few steps
     "mmr1 qa --checkpoint runs/r1_tiny/final --sample": "tests/inference/test_commands.py",
+    # reads ../shared/data/fsdd, beside the repository rather than the test's working folder
+    "mmr1 data digits --out runs/digits_data --fsdd ../shared/data/fsdd --test-speaker theo":
+        "tests/datamodules/test_digits.py",
 }
 
 

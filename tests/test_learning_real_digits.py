@@ -1,0 +1,49 @@
+"""A model trained with mmr1 perceives real data: after perception alignment (contrastive, medium vs
+reasoning text) and a short SFT with the image encoder frozen, on 1,200 digits-task records, the digits
+it writes in its reasoning for held-out images and held-out takes are well above chance (10%). Plain SFT
+of the tiny preset as it was (linear patch embedding, Perceiver resampler, no alignment) stays at chance
+on this task: 12% / 9% after 300 steps, 11% / 38% after 800 (README, "Real data")."""
+
+import json
+
+import lightning as L
+import pytest
+import torch
+
+from mmr1.datamodules.datamodules import PairedDataModule, SFTDataModule
+from mmr1.datamodules.digits import perceived_digits, write
+from mmr1.inference import QAPipeline, answer_manifest
+from mmr1.objectives import ContrastiveModule, SFTModule
+
+PERCEPTION = {"vision": {"stem": "conv"}, "fusion": {"resampler_tokens": 0}}  # as configs/digits_contrastive.yaml
+
+
+def fit(module, datamodule, steps):
+    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        gradient_clip_val=1.0)
+    trainer.fit(module, datamodule)
+
+
+@pytest.mark.slow
+@pytest.mark.needs_data
+def test_perception_is_learned_on_real_digits(tmp_path, shared_data):
+    torch.manual_seed(0)
+    paths = write(tmp_path, shared_data / "fsdd", "theo", {"train": 1200, "val": 96, "test": 0})
+    manifests = {"train_manifest": str(paths["train"]), "val_manifest": str(paths["val"])}
+    L.seed_everything(0)
+    aligned = ContrastiveModule(overrides=PERCEPTION, pairs=["image_text", "audio_text"], lr=1e-3)
+    fit(aligned, PairedDataModule(config=aligned.config, batch_size=32, **manifests), 150)
+    aligned.model.save_pretrained(tmp_path / "aligned", aligned.tokenizer)
+    sft = SFTModule(init_from=str(tmp_path / "aligned"), freeze=["vision"], lr=1e-3)  # as configs/digits_sft.yaml
+    datamodule = SFTDataModule(config=sft.config, batch_size=8, **manifests)
+    fit(sft, datamodule, 500)
+
+    qa = QAPipeline(sft.model.eval(), datamodule.collator.tokenizer)
+    said, truth = [], []
+    for record, result in answer_manifest(qa, paths["val"], batch_size=32, progress=False, max_new_tokens=24):
+        said.append(perceived_digits(result.reasoning))
+        truth.append(perceived_digits(record["reasoning"]))
+    image = sum(s[0] == t[0] for s, t in zip(said, truth)) / len(truth)
+    spoken = sum(s[1] == t[1] for s, t in zip(said, truth)) / len(truth)
+    assert spoken > 0.4 and image > 0.25, f"image digit {image:.2f}, spoken digit {spoken:.2f} (chance 0.10)"
