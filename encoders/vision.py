@@ -92,4 +92,3 @@ def conv_stem(patch_size: int, width: int):
     depth = int(math.log2(patch_size))
     stem = ConvStem(3, depth, width, stride=(2,) * depth, norm_layer=LayerNorm2d)
     return functools.partial(HybridEmbed, backbone=stem, proj=False)
-
