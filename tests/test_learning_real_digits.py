@@ -41,7 +41,7 @@ def test_perception_is_learned_on_real_digits(tmp_path, shared_data):
 
     qa = QAPipeline(sft.model.eval(), datamodule.collator.tokenizer)
     said, truth = [], []
-    for record, result in answer_manifest(qa, paths["val"], batch_size=32, progress=False, max_new_tokens=24):
+    for record, result in answer_manifest(qa, paths["val"], batch_size=32, progress=False, max_new_tokens=48):
         said.append(perceived_digits(result.reasoning))
         truth.append(perceived_digits(record["reasoning"]))
     image = sum(s[0] == t[0] for s, t in zip(said, truth)) / len(truth)

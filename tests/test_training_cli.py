@@ -65,7 +65,8 @@ def test_shipped_config_builds_linked_model_and_data(config, tmp_path, monkeypat
     monkeypatch.setattr(sys, "argv", ["mmr1"])
     cli = TrainingCLI(["--config", str(config)], run=False)
     assert cli.datamodule.config is cli.model.config
-    assert cli.trainer.max_steps <= 500
+    # tiny_*: minutes on a CPU; digits_*: the real-data recipe, within 15 CPU-minutes of training in all
+    assert cli.trainer.max_steps <= (1500 if config.name.startswith("digits_") else 500)
     assert any(isinstance(c, RichProgressBar) for c in cli.trainer.callbacks)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
