@@ -4,6 +4,7 @@ exactly as a user would type them (each command is printed before it runs):
 
     mmr1 data digits --out OUT/data --fsdd ../shared/data/fsdd --test-speaker theo
     mmr1 fit --config configs/digits_contrastive.yaml ...   perception alignment
+    mmr1 fit --config configs/digits_text.yaml ...          the core learns the task's text (causal LM)
     mmr1 fit --config configs/digits_sft.yaml ...           cold-start SFT (best val/loss exported)
     mmr1 fit --config configs/digits_grpo.yaml ...          GRPO from the SFT export
     mmr1 eval --checkpoint M --manifest OUT/data/test.jsonl [--withhold image|audio] --output ...
@@ -41,15 +42,26 @@ def run(args: list[str]) -> str:
     return done.stdout
 
 
-def fit(config: str, out: Path, data: Path, steps: int | None, init_from: str | None,
+def manifests(data: Path) -> list[str]:
+    """The data arguments of a multimodal stage: the task's train and val manifests."""
+    return ["--data.init_args.train_manifest", str(data / "train.jsonl"),
+            "--data.init_args.val_manifest", str(data / "val.jsonl")]
+
+
+def texts(data: Path, tokenizer: str) -> list[str]:
+    """The data arguments of the text stage: the same records as text, in the model's own vocabulary."""
+    return ["--data.init_args.train_files", json.dumps([str(data / "train.jsonl")]),
+            "--data.init_args.val_files", json.dumps([str(data / "val.jsonl")]),
+            "--data.init_args.tokenizer", tokenizer]
+
+
+def fit(config: str, out: Path, data_args: list[str], steps: int | None, init_from: str | None,
         val_every: int | None) -> tuple[str, float]:
     """Train one stage under `out`; (its export folder, minutes)."""
     args = ["fit", "--config", config, "--trainer.default_root_dir", str(out),
             "--trainer.enable_progress_bar", "false",
             "--trainer.logger", json.dumps({"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                            "init_args": {"save_dir": str(out)}}),
-            "--data.init_args.train_manifest", str(data / "train.jsonl"),
-            "--data.init_args.val_manifest", str(data / "val.jsonl")]
+                                            "init_args": {"save_dir": str(out)}}), *data_args]
     if steps is not None:
         args += ["--trainer.max_steps", str(steps)]
     if init_from is not None:
@@ -94,6 +106,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=6000, help="training records")
     parser.add_argument("--test", type=int, default=500, help="test records (all of the held-out speaker)")
     parser.add_argument("--contrastive-steps", type=int, default=None, help="default: the config's")
+    parser.add_argument("--text-steps", type=int, default=None, help="default: the config's")
     parser.add_argument("--sft-steps", type=int, default=None, help="default: the config's")
     parser.add_argument("--grpo-steps", type=int, default=None, help="default: the config's; 0 skips GRPO")
     parser.add_argument("--val-every", type=int, default=None, help="validation interval in steps (default: "
@@ -104,14 +117,18 @@ def main() -> None:
     data = out / "data"
     run(["data", "digits", "--out", str(data), "--fsdd", str(args.fsdd), "--test-speaker", args.speaker,
          "--train", str(args.train), "--test", str(args.test)])
-    aligned, minutes_aligned = fit("configs/digits_contrastive.yaml", out / "contrastive", data,
-                                   args.contrastive_steps, None, args.val_every)
-    sft, minutes_sft = fit("configs/digits_sft.yaml", out / "sft", data, args.sft_steps, aligned, args.val_every)
-    stages = {"cold-start SFT": (sft, minutes_aligned + minutes_sft)}
+    aligned, minutes = fit("configs/digits_contrastive.yaml", out / "contrastive", manifests(data),
+                           args.contrastive_steps, None, args.val_every)
+    reader, more = fit("configs/digits_text.yaml", out / "text", texts(data, aligned), args.text_steps, aligned,
+                       args.val_every)
+    minutes += more
+    sft, more = fit("configs/digits_sft.yaml", out / "sft", manifests(data), args.sft_steps, reader, args.val_every)
+    minutes += more
+    stages = {"cold-start SFT": (sft, minutes)}
     if args.grpo_steps != 0:
-        grpo, minutes_grpo = fit("configs/digits_grpo.yaml", out / "grpo", data, args.grpo_steps, sft,
-                                 args.val_every)
-        stages["GRPO"] = (grpo, minutes_aligned + minutes_sft + minutes_grpo)
+        grpo, more = fit("configs/digits_grpo.yaml", out / "grpo", manifests(data), args.grpo_steps, sft,
+                         args.val_every)
+        stages["GRPO"] = (grpo, minutes + more)
 
     print(f"\nheld-out speaker: {args.speaker} ({args.test} test records, images never trained on)")
     header = ("stage", "accuracy", "image digit", "spoken digit", "acc. no image", "acc. no audio", "format",

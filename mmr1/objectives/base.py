@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 from typing import Optional, Sequence
 
 import lightning as L
@@ -12,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from mmr1.config import Config
+from mmr1.datamodules.tokenizer import Tokenizer
 from mmr1.lora import LoraSettings, apply_lora, merge_lora_in_place
 from mmr1.model import MultimodalModel
 from mmr1.optim import build_optimizer
@@ -32,6 +34,15 @@ def build_model(preset: str, overrides: Optional[dict], init_from: Optional[str]
         return MultimodalModel.from_pretrained(init_from).train()
     except (ValueError, FileNotFoundError) as e:
         raise ValueError(f"init_from: cannot load {init_from}: {e}") from e
+
+
+def check_same_vocabulary(init_from: Optional[str], tokenizer: Tokenizer) -> None:
+    """The data must be tokenized with the vocabulary the `init_from` weights were trained on (when it holds one)."""
+    if init_from is None or not (Path(init_from) / "tokenizer.json").is_file():
+        return
+    if Tokenizer.from_pretrained(init_from).backend.get_vocab() != tokenizer.backend.get_vocab():
+        raise ValueError(f"data tokenizer: its vocabulary differs from the one in init_from={init_from}; "
+                         f"pass --data.init_args.tokenizer {init_from}")
 
 
 def freeze_parts(model: MultimodalModel, parts: Sequence[str]) -> None:
@@ -117,6 +128,7 @@ class ObjectiveModule(L.LightningModule):
         if lora is not None:
             apply_lora(self.model, **lora)
         self.tokenizer = None  # set from the datamodule in `setup`; exported with the weights
+        self._init_from = init_from
         self._scaled = False  # `configure_model` runs once per fit/validate/test; the knobs apply once
 
     @property
@@ -226,6 +238,7 @@ class ObjectiveModule(L.LightningModule):
             if len(self.tokenizer) > self.config.core.vocab_size:
                 raise ValueError(f"core.vocab_size: {self.config.core.vocab_size} is smaller than the tokenizer's "
                                  f"{len(self.tokenizer)} tokens")
+            check_same_vocabulary(self._init_from, tokenizer)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Store the config (and the LoRA settings, the tokenizer) as plain data, so `export_ckpt` needs no pickle."""

@@ -15,7 +15,7 @@ def test_real_digits_benchmark_prints_the_table(tmp_path, shared_data):
     done = subprocess.run(
         [sys.executable, "benchmarks/real_digits.py", "--speaker", "lucas", "--out", str(tmp_path),
          "--fsdd", str(shared_data / "fsdd"), "--train", "96", "--test", "16", "--contrastive-steps", "2",
-         "--sft-steps", "2", "--grpo-steps", "1", "--val-every", "1"],
+         "--text-steps", "2", "--sft-steps", "2", "--grpo-steps", "1", "--val-every", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| cold-start SFT") or

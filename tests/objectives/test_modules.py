@@ -147,3 +147,16 @@ def test_contrastive_pairs_choose_what_is_aligned():
         ContrastiveModule(pairs=["image_sound"])
     with pytest.raises(ValueError, match="pairs"):
         ContrastiveModule(pairs=[])
+
+
+def test_data_tokenizer_must_match_the_init_from_vocabulary(tmp_path):
+    """A CLM stage from an export must read the text with that export's vocabulary, never a fresh one."""
+    from mmr1.datamodules.tokenizer import Tokenizer
+    from mmr1.objectives.base import check_same_vocabulary
+
+    Tokenizer.default().save(tmp_path / "export")
+    check_same_vocabulary(str(tmp_path / "export"), Tokenizer.default())
+    check_same_vocabulary(None, Tokenizer.train(["a b c"] * 10, vocab_size=300))
+    fresh = Tokenizer.train(["The picture shows 4. The sound says 7. 4 - 7 = -3."] * 20, vocab_size=300)
+    with pytest.raises(ValueError, match="data tokenizer: its vocabulary differs.*--data.init_args.tokenizer"):
+        check_same_vocabulary(str(tmp_path / "export"), fresh)
