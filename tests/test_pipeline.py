@@ -34,7 +34,7 @@ def micro_recipe(out_dir: Path) -> dict:
 def test_the_whole_recipe_runs_resumes_and_reruns_one_stage(tmp_path, monkeypatch):
     # Two steps of cold start cannot teach the format, so rejection sampling would keep nothing:
     # here every sample passes the bar (what is kept is tested in test_rejection_sampling.py).
-    monkeypatch.setattr("mmr1.sampling_cmd.passing", lambda texts, totals, bar: [("I count.", "3")] * len(texts))
+    monkeypatch.setattr("mmr1.rl.rejection.passing", lambda texts, totals, bar: [("I count.", "3")] * len(texts))
     recipe = micro_recipe(tmp_path / "run")
     config = tmp_path / "r1.yaml"
     config.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -48,7 +48,7 @@ def test_the_whole_recipe_runs_resumes_and_reruns_one_stage(tmp_path, monkeypatc
     assert (tmp_path / "run" / "rejection" / "samples.jsonl").is_file()
     final = MultimodalModel.from_pretrained(tmp_path / "run" / "final")
     assert final.config.core.n_layers == 2  # the distilled student
-    assert MultimodalModel.from_pretrained(tmp_path / "run" / "grpo2" / "model").config.core.n_layers == 4
+    assert MultimodalModel.from_pretrained(tmp_path / "run" / "grpo2" / "export").config.core.n_layers == 4
 
     # Finished stages are skipped; a stage whose metrics.json is gone (killed) runs again, alone.
     stamps = {s: (tmp_path / "run" / s / "metrics.json").stat().st_mtime_ns for s in stages}
@@ -71,6 +71,9 @@ def test_recipe_errors_name_the_stage(tmp_path):
     with pytest.raises(ValueError, match="stage 'x': objective 'ppo2'"):
         Recipe.from_file(config)
     assert main(["pipeline", "--config", str(config)]) == 2
+    config.write_text("stages: [unclosed")
+    with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
+        Recipe.from_file(config)
 
 
 def test_shipped_recipe_parses():

@@ -1,22 +1,17 @@
-"""The qa / eval / export commands, parsed by `add_commands` exactly as `mmr1.cli` will register them."""
+"""The qa / eval / predict / export commands, called through the command table without its error guard
+(so input errors surface as the exceptions `mmr1.cli.main` prints as one line)."""
 
-import argparse
 import json
 
 import pytest
 import torch
 
-from mmr1.commands_infer import add_commands
+from mmr1.cli import handler
 from mmr1.datamodules import synth
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mmr1")
-    debug = argparse.ArgumentParser(add_help=False)
-    debug.add_argument("--debug", action="store_true")
-    add_commands(parser.add_subparsers(dest="command", required=True), debug)
-    args = parser.parse_args(argv)
-    return args.run(args)
+    return handler(argv[0])(argv[1:])
 
 
 @pytest.fixture(scope="module")

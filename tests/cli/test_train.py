@@ -12,9 +12,10 @@ from lightning.pytorch.callbacks import RichProgressBar
 
 from mmr1.callbacks import AtomicCheckpointIO
 from mmr1.model import MultimodalModel
-from mmr1.training import TrainingCLI, cli_main, export_ckpt
+from mmr1.checkpoint import export_ckpt
+from mmr1.cli.train import TrainingCLI, cli_main
 
-CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")
                  if not p.name.startswith("r1_"))  # recipes are tested in test_pipeline.py
 
 
@@ -73,7 +74,7 @@ def test_shipped_config_builds_linked_model_and_data(config, tmp_path, monkeypat
 
 def test_lora_fit_exports_merged_plain_weights(tmp_path, monkeypatch):
     """2 steps of configs/tiny_lora.yaml on a 1-layer core: the export is a plain model equal to the merged .ckpt."""
-    from mmr1.inference import load_model
+    from mmr1.checkpoint import load_model
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["mmr1"])
