@@ -80,3 +80,29 @@ def test_shipped_recipe_parses():
     recipe = Recipe.from_file(ROOT / "configs" / "r1_tiny.yaml")
     assert list(recipe.stages) == ["pretrain", "cold_start", "grpo", "rejection", "sft", "grpo2", "distill"]
     assert list(Recipe.from_file(ROOT / "configs" / "r1_zero_tiny.yaml").stages) == ["pretrain", "grpo"]
+
+
+def test_every_stage_is_scored_on_the_users_eval_manifest(tiny_checkpoint, tmp_path):
+    """`eval_manifest` replaces the built-in records; the scores are `mmr1 eval`'s, with each medium withheld."""
+    from mmr1.datamodules import synth
+    from mmr1.pipeline import Pipeline, evaluate
+
+    manifest = synth.write(tmp_path / "mine", 3, split="test")
+    recipe = Recipe(out_dir=tmp_path / "run", stages={"sft": {"objective": "sft", "steps": 1}},
+                    eval_manifest=str(manifest), eval_batch_size=2, max_new_tokens=4)
+    assert Pipeline(recipe).eval_manifest(tiny_checkpoint) == manifest
+    metrics = evaluate(tiny_checkpoint, recipe, manifest, tmp_path)
+    assert metrics["eval_records"] == 3
+    assert {"accuracy", "format_rate", "mean_reward", "accuracy_no_image", "accuracy_no_audio"} <= set(metrics)
+    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 3
+    recipe.eval_manifest = str(tmp_path / "missing.jsonl")
+    with pytest.raises(FileNotFoundError, match="eval_manifest: .*missing.jsonl"):
+        Pipeline(recipe).eval_manifest(tiny_checkpoint)
+
+
+def test_without_eval_manifest_the_built_in_records_are_written_once(tiny_checkpoint, tmp_path):
+    from mmr1.pipeline import Pipeline
+
+    recipe = Recipe(out_dir=tmp_path, stages={"sft": {"objective": "sft", "steps": 1}}, eval_size=2)
+    path = Pipeline(recipe).eval_manifest(tiny_checkpoint)
+    assert path == tmp_path / "eval_data" / "test.jsonl" and len(path.read_text().splitlines()) == 2

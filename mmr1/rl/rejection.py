@@ -18,14 +18,15 @@ from typing import Mapping, Optional
 
 import torch
 
-from mmr1.rl.rewards import Rewards, parse_strict
+from mmr1.datamodules.prompt import parse_response
+from mmr1.rl.rewards import Rewards
 from mmr1.rl.rollout import decode_completions, sample_groups
 
 
 def passing(texts: list[str], totals: list[float], min_reward: float) -> list[tuple[str, str]]:
     """(reasoning, answer) of each response reaching min_reward that is well-formed with a non-empty reasoning
     and answer (an empty <think></think> would teach the SFT stage not to think)."""
-    parsed = [parse_strict(text) for text in texts]
+    parsed = [parse_response(text) for text in texts]
     return [(r, a) for (r, a), total in zip(parsed, totals) if total >= min_reward and r and a]
 
 

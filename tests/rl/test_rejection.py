@@ -11,7 +11,7 @@ from mmr1.datamodules.manifest import read_manifest
 from mmr1.datamodules.synth import write
 from mmr1.datamodules.tokenizer import Tokenizer
 from mmr1.model import MultimodalModel
-from mmr1.rl.rewards import parse_strict
+from mmr1.datamodules.prompt import parse_response
 from mmr1.rl.rollout import Rollout
 from mmr1.cli import main
 from mmr1.cli.sample import parse_rewards
@@ -54,7 +54,7 @@ def test_untrained_model_keeps_nothing_malformed(checkpoint, manifest, tmp_path)
     kept = lines(out)
     assert len(kept) == counts["written"] <= counts["kept"]
     for record in kept:
-        assert parse_strict(f"<think>{record['reasoning']}</think><answer>{record['answer']}</answer>")[1]
+        assert parse_response(f"<think>{record['reasoning']}</think><answer>{record['answer']}</answer>")[1]
 
 
 def test_malformed_or_unreasoned_responses_are_dropped_even_at_min_reward_zero(checkpoint, manifest, tmp_path, monkeypatch):
