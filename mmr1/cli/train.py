@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
@@ -44,12 +45,34 @@ class TrainingCLI(LightningCLI):
         parser.link_arguments("model.config", "data.init_args.config", apply_on="instantiate")
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
-        """Adds a rich progress bar (unless disabled or another is given) and `mmr1.callbacks.add_run_callbacks`."""
+        """Adds a rich progress bar (unless disabled or another is given), the run folder's loggers (unless
+        the config names its own) and `mmr1.callbacks.add_run_callbacks`."""
         config = self._get(self.config_init, "trainer", default={})
         callbacks = list(config.get("callbacks") or [])
         if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
             kwargs["callbacks"] = [*callbacks, RichProgressBar()]
+        if config.get("logger") in (None, True):
+            kwargs["logger"] = self._run_loggers(Path(config.get("default_root_dir") or "."))
         return add_run_callbacks(super().instantiate_trainer(**kwargs))
+
+    def _run_loggers(self, root: Path) -> list:
+        """CSV (`mmr1 plot`) and TensorBoard loggers sharing the run folder `root/lightning_logs/version_N`,
+        which also holds `checkpoints/` and `export/`. `--ckpt_path last` resumes the newest version that
+        has a last.ckpt, in that same folder; otherwise N is the next free number."""
+        from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+        runs = root / "lightning_logs"
+        versions = sorted(int(p.name.removeprefix("version_")) for p in runs.glob("version_*")
+                          if p.name.removeprefix("version_").isdigit())
+        version = versions[-1] + 1 if versions else 0
+        arguments = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        if arguments.get("ckpt_path") == "last":
+            resumable = [v for v in versions if (runs / f"version_{v}" / "checkpoints" / "last.ckpt").is_file()]
+            if resumable:
+                version = resumable[-1]
+                arguments["ckpt_path"] = str(runs / f"version_{version}" / "checkpoints" / "last.ckpt")
+        return [CSVLogger(root, name="lightning_logs", version=version),
+                TensorBoardLogger(root, name="lightning_logs", version=version)]
 
 
 def fit(argv: list[str]) -> int:

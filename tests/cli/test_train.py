@@ -70,6 +70,33 @@ def test_shipped_config_builds_linked_model_and_data(config, tmp_path, monkeypat
     assert cli.trainer.max_steps <= (1500 if config.name.startswith("digits_") else 500)
     assert any(isinstance(c, RichProgressBar) for c in cli.trainer.callbacks)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    if not config.name.startswith("digits_"):  # no run paths: every output under --trainer.default_root_dir
+        assert Path(cli.trainer.log_dir).resolve() == tmp_path / "lightning_logs" / "version_0"
+        assert all(c.dirpath is None for c in cli.trainer.checkpoint_callbacks)  # -> <log_dir>/checkpoints
+
+
+def test_default_root_dir_holds_every_output_and_last_resumes_in_place(tmp_path, monkeypatch, capsys):
+    from mmr1.cli import main
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    root = tmp_path / "run"
+    args = ["--config", str(CONFIGS[[c.name for c in CONFIGS].index("tiny_sft.yaml")]),
+            "--trainer.default_root_dir", str(root), "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+            "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+            "--last_checkpoint.every_n_train_steps", "1", "--data.init_args.batch_size", "2",
+            "--data.init_args.synth_train_size", "8", "--data.init_args.synth_val_size", "2"]
+    assert main(["fit", *args]) == 0
+    run = root / "lightning_logs" / "version_0"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"exported {run / 'export'}"
+    assert (run / "metrics.csv").is_file() and any(run.glob("events.out.tfevents.*"))
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "export" / "model.safetensors").is_file()
+    assert not any((tmp_path / "cwd").iterdir())
+    assert main(["fit", *args, "--trainer.max_steps", "3", "--ckpt_path", "last"]) == 0  # resumes in place
+    assert not (root / "lightning_logs" / "version_1").exists()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert main(["fit", *args]) == 0  # a new run: a folder of its own
+    assert (root / "lightning_logs" / "version_1" / "export").is_dir()
 
 
 def test_lora_fit_exports_merged_plain_weights(tmp_path, monkeypatch):
