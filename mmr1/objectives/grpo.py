@@ -9,7 +9,7 @@ The three batch-size knobs, all independent:
 `ppo_epochs` passes are made over each rollout (μ in the GRPO paper); each pass is one step.
 
 `loss_type` picks how token losses are averaged (`grpo`, `dr_grpo`, `dapo`; see
-`mmr1.rl.grpo.grpo_loss`); `dr_grpo` also drops the std scaling of the advantages. Log-probs
+`mmr1.losses.grpo.grpo_loss`); `dr_grpo` also drops the std scaling of the advantages. Log-probs
 are taken on the distribution the responses were sampled from (temperature-scaled logits, no
 dropout or SpecAugment), so the first ratio is 1 and the KL to an unchanged reference is 0.
 """
@@ -24,7 +24,7 @@ from mmr1.model import media_inputs
 from mmr1.objectives.base import ObjectiveModule, batch_size, reference_copy
 from mmr1.objectives.frozen import FrozenModels, check_vocabulary
 from mmr1.objectives.reward_model import load_reward_model, score_rollout
-from mmr1.rl.grpo import check_loss_type, group_advantages, grpo_loss
+from mmr1.losses.grpo import check_loss_type, group_advantages, grpo_loss
 from mmr1 import metrics
 from mmr1.rl.rewards import Rewards
 from mmr1.rl.rollout import (Rollout, check_full_distribution, completion_logprobs, decode_completions, micro_batches,
