@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = parser_for(main, "data")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="synth|digits|check|tokenizer|convert")
 
     synth = commands.add_parser("synth", help="write synthetic reasoning records (JSONL + PNG + WAV)")
     synth.add_argument("--out", required=True, type=Path, help="output folder")

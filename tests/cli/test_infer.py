@@ -94,3 +94,13 @@ def test_eval_withhold_answers_without_the_named_media(tiny_checkpoint, tmp_path
     assert summary["n"] == 3
     with pytest.raises(ValueError, match="withhold: expected some of"):
         list(answer_manifest(qa, manifest, progress=False, withhold=("smell",)))
+
+
+def test_predict_writes_one_line_per_record(tiny_checkpoint, manifest, tmp_path, capsys):
+    preds = tmp_path / "preds.jsonl"
+    assert run(["predict", "--ckpt_path", str(tiny_checkpoint), "--manifest", str(manifest), "--output", str(preds),
+                "--max-new-tokens", "4", "--no-progress"]) == 0
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r["id"] for r in records]
+    assert all({"id", "reasoning", "answer"} <= set(row) for row in rows)
