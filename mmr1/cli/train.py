@@ -1,9 +1,10 @@
-"""`mmr1 fit|validate|test|predict`: a LightningCLI over the objectives and datamodules.
+"""`mmr1 fit|validate|test`: a LightningCLI over the objectives and datamodules.
 
 The model's Config is linked into the datamodule (`data.config`), so the inputs always match
-the model being trained; checkpoints keep the last (every `last_checkpoint.every_n_train_steps`)
-and the best (val/loss) weights, and the best are exported as a checkpoint folder
-`<run dir>/export` when fit ends. Checkpoint files are written atomically, and
+the model being trained. A run's folder is `<trainer.default_root_dir>/lightning_logs/version_N`
+(unless the config names its own loggers): metrics.csv and TensorBoard events, `checkpoints/` with
+the last (every `last_checkpoint.every_n_train_steps`) and the best (val/loss) weights, and
+`export/`, the best weights as a checkpoint folder when fit ends. Checkpoint files are written atomically, and
 `--ckpt_path last` after a crash continues with the same data order and RNG states as an
 uninterrupted run (`mmr1.callbacks`). Bad input (a wrong option, a config that does not validate,
 an `init_from` folder that does not load) is one line, as for every command.
