@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from mmr1.import_cmd import convert, default_gguf, load_transformers
+from mmr1.hf_import import convert, default_gguf, load_transformers
 
 QUESTIONS = [
     "What is 12 + 30?",

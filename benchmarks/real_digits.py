@@ -59,9 +59,7 @@ def fit(config: str, out: Path, data_args: list[str], steps: int | None, init_fr
         val_every: int | None) -> tuple[str, float]:
     """Train one stage under `out`; (its export folder, minutes)."""
     args = ["fit", "--config", config, "--trainer.default_root_dir", str(out),
-            "--trainer.enable_progress_bar", "false",
-            "--trainer.logger", json.dumps({"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                            "init_args": {"save_dir": str(out)}}), *data_args]
+            "--trainer.enable_progress_bar", "false", *data_args]
     if steps is not None:
         args += ["--trainer.max_steps", str(steps)]
     if init_from is not None:

@@ -36,7 +36,7 @@ from mmr1.config import Config, CoreConfig
 from mmr1.core import ReasoningCore
 from mmr1.datamodules.datamodules import SFTDataModule
 from mmr1.model import MultimodalModel, media_inputs
-from mmr1.objectives.losses import sft_loss
+from mmr1.losses.language import sft_loss
 from mmr1.scaling import PeakMemory
 
 

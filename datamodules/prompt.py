@@ -1,4 +1,5 @@
-"""The one chat format shared by training and inference.
+"""The answer format, in one place: the chat format shared by training and inference, and the one
+rule that reads a response (eval, the pipeline, RL rewards, rejection sampling and the demo alike).
 
 prompt   = "<s>" + "<image>"? + "<audio>"? + question + INSTRUCTION
 response = "<think>" + reasoning + "</think><answer>" + answer + "</answer></s>"
@@ -19,8 +20,10 @@ if TYPE_CHECKING:
 INSTRUCTION = " Think step by step."
 MARKERS = {"image": "<image>", "audio": "<audio>"}  # in this order, one per present modality
 
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_TAGS = r"</?think>|</?answer>"
+_WELL_FORMED = re.compile(
+    rf"\s*<think>((?:(?!{_TAGS}).)*)</think>\s*<answer>((?:(?!{_TAGS}).)*)</answer>\s*(?:</s>)?\s*", re.DOTALL
+)
 
 
 def format_prompt(question: str, modalities: Iterable[str] = (), tokenizer: Optional["Tokenizer"] = None) -> str:
@@ -43,7 +46,8 @@ def format_response(reasoning: Optional[str], answer: str, eos: str = "</s>") ->
 
 
 def parse_response(text: str) -> tuple[Optional[str], Optional[str]]:
-    """(reasoning, answer) from generated text, each None when its tags are missing."""
-    think = _THINK.search(text)
-    answer = _ANSWER.search(text)
-    return (think.group(1).strip() if think else None, answer.group(1).strip() if answer else None)
+    """(reasoning, answer), stripped, when the text is exactly one <think>…</think> then one <answer>…</answer>
+    (whitespace and a final </s> allowed); (None, None) for anything else: a missing, repeated or stray tag,
+    or text after the answer."""
+    match = _WELL_FORMED.fullmatch(text)
+    return (match.group(1).strip(), match.group(2).strip()) if match else (None, None)

@@ -48,7 +48,8 @@ def _conformer_layer(layer: ConformerLayer, x: torch.Tensor, mask: torch.Tensor)
     ESPnet and WeNet mask them there, and so does this. Weights stay torchaudio's.
     """
     x = x + 0.5 * layer.ffn1(x)
-    h = layer.self_attn_layer_norm(x).transpose(0, 1)  # [T, B, D]
+    h = layer.self_attn_layer_norm(x).transpose(0, 1).contiguous()  # [T, B, D]; MultiheadAttention rounds a
+    # non-contiguous input differently when its weights need no grad
     h, _ = layer.self_attn(h, h, h, key_padding_mask=~mask, need_weights=False)
     x = x + layer.self_attn_dropout(h.transpose(0, 1))
     conv = layer.conv_module

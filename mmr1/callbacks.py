@@ -173,3 +173,43 @@ def _set_rng(state: dict[str, Any]) -> None:
 def _tuples(x: Any) -> Any:
     """random.setstate needs the nested tuples back (a checkpoint may store them as lists)."""
     return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+class ExportBest(L.Callback):
+    """When fit ends, write the best checkpoint's model (by the checkpoint callback's monitor) to
+    `<run dir>/export` and print `exported <folder>`; with no monitor (`checkpoint.monitor: null`),
+    the weights fit ended with."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        from mmr1.checkpoint import export_ckpt
+        from mmr1.datamodules.tokenizer import Tokenizer
+
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "export"
+        callback = trainer.checkpoint_callback
+        path = callback and callback.monitor and callback.best_model_path
+        if path:
+            export_ckpt(path, folder)
+        else:
+            pl_module.export_model().save_pretrained(folder, pl_module.tokenizer or Tokenizer.default())
+        print(f"exported {folder}", flush=True)
+
+
+def add_run_callbacks(trainer: L.Trainer) -> L.Trainer:
+    """What every mmr1 training run gets (`mmr1 fit` and each pipeline stage): LR monitoring when it logs,
+    exact resume, a stop on non-finite weights, reports of skipped bad records, export of the best weights,
+    and atomic checkpoint files."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    from mmr1.datamodules.callbacks import BadRecordReport
+
+    if trainer.loggers:
+        trainer.callbacks.append(LearningRateMonitor(logging_interval="step"))
+    trainer.callbacks.insert(0, ResumableSampling())  # its batch count must be current when checkpoints save
+    trainer.callbacks.insert(0, FiniteWeights())  # before any checkpoint callback saves the step
+    trainer.callbacks.append(BadRecordReport())
+    trainer.callbacks.append(ExportBest())
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    return trainer

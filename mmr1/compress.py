@@ -1,25 +1,19 @@
-"""Smaller, faster models: int8 dynamic quantization, magnitude pruning, channel pruning, export.
+"""Smaller, faster models: int8 dynamic quantization, magnitude pruning, channel pruning.
 
     model, report = quantize_int8(model)           # every nn.Linear → int8 weights, int8 matmuls on CPU
     model, report = prune_magnitude(model, 0.5)    # the 50% smallest Linear weights → 0, permanently
     model, report = prune_channels(model, 0.25)    # 25% of every SwiGLU's hidden channels removed (zeroed)
-    export_quantized("runs/x/export", "runs/x/int8", quantize="int8", prune=0.5)
 
-Export design: the folder holds ordinary fp32 safetensors (pruned weights are stored as
-zeros) plus `compression.json` = {"quantize": "int8"}; `mmr1.load` quantizes on load.
-So the file on disk is not smaller, but the loaded model is, and the weights stay plain
-safetensors that any tool (and `MultimodalModel.from_pretrained`, which ignores the flag)
-can read. The tied LM head/embedding is never pruned (pruning it would prune the embedding).
+These change models in memory; `mmr1.checkpoint.export` writes them as folders (int8 weights on
+disk, compression.json) and `mmr1.checkpoint.load_model` re-applies `apply_saved` on load. The
+tied LM head/embedding is never pruned (pruning it would prune the embedding).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -94,28 +88,6 @@ def apply_saved(model: nn.Module, spec: dict) -> nn.Module:
     if mode not in QUANTIZE_MODES:
         raise ValueError(f"compression.json: quantize is {mode!r}; expected one of {QUANTIZE_MODES}")
     return quantize_int8(model)[0]
-
-
-def export_quantized(folder_in: Union[str, Path], folder_out: Union[str, Path], quantize: Optional[str] = "int8",
-                     prune_amount: Optional[float] = None,
-                     config: Union[str, Path, None] = None) -> tuple[Path, Report]:
-    """Write a checkpoint folder (from a folder or a .ckpt) that loads pruned and/or int8 (see the module doc)."""
-    from mmr1.inference import COMPRESSION_NAME, load_model
-
-    if quantize is not None and quantize not in QUANTIZE_MODES:
-        raise ValueError(f"--quantize: expected one of {QUANTIZE_MODES}, got {quantize!r}")
-    model, tokenizer = load_model(folder_in, config, compressed=False)
-    report = Report(size_mb(model), sparsity(model))
-    if prune_amount:
-        model, report = prune_magnitude(model, prune_amount)
-    folder = model.save_pretrained(folder_out, tokenizer)
-    marker = Path(folder) / COMPRESSION_NAME
-    if quantize is not None:
-        marker.write_text(json.dumps({"quantize": quantize, "sparsity": round(report.sparsity, 6)}) + "\n")
-        report = Report(quantize_int8(model)[1].size_mb, report.sparsity)
-    elif marker.exists():
-        marker.unlink()
-    return folder, report
 
 
 def _check_amount(amount: float) -> None:

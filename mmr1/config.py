@@ -216,23 +216,43 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Config":
+        """A Config from `to_dict()`, or from a checkpoint folder's config.json: its `architecture`
+        MultimodalModel as is, ReasoningCore (`core.save_pretrained`) as a text-only model around the core."""
+        data = dict(data)
+        architecture = data.pop("architecture", "MultimodalModel")
+        if architecture == "ReasoningCore":
+            data = {"name": "core", "vision": None, "text": None, "audio": None, **data}
+        elif architecture != "MultimodalModel":
+            raise ValueError(f"config: architecture is {architecture!r}; expected 'MultimodalModel' or 'ReasoningCore'")
         return _from_dict(cls, data, "config")
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Config":
         path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such config file")
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
         return cls.from_dict(data)
 
     @classmethod
-    def from_checkpoint(cls, folder: str | Path) -> "Config":
-        path = Path(folder) / "config.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{folder}: no config.json; expected a folder written by save_pretrained")
-        return cls.from_file(path)
+    def from_checkpoint(cls, checkpoint: str | Path) -> "Config":
+        """The config of a checkpoint folder (its config.json) or of an objective's Lightning `.ckpt`."""
+        path = Path(checkpoint)
+        if path.suffix == ".ckpt" and path.is_file():
+            from mmr1.checkpoint import safe_torch_load  # torch, only for a .ckpt
+
+            stored = safe_torch_load(path).get("mmr1_config")
+            if stored is None:
+                raise ValueError(f"{path}: no mmr1_config; expected a checkpoint written by an mmr1 objective")
+            return cls.from_dict(stored)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: no config.json; expected a folder written by save_pretrained or a .ckpt")
+        return cls.from_file(path / "config.json")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

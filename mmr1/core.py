@@ -282,15 +282,16 @@ class ReasoningCore(nn.Module):
     # ---- checkpoints ----------------------------------------------------------------
     @classmethod
     def from_hf(cls, folder: str | Path, dtype: torch.dtype = torch.float32) -> "ReasoningCore":
-        """Load a Hugging Face Llama or Qwen2 checkpoint folder (config.json + safetensors)."""
+        """Load a Hugging Face Llama or Qwen2 checkpoint folder (config.json + safetensors), or a folder
+        written by `save_pretrained`."""
         from mmr1.interop import load_hf_core
 
         return load_hf_core(cls, folder, dtype)
 
-    def save_pretrained(self, folder: str | Path, tokenizer=None) -> None:
+    def save_pretrained(self, folder: str | Path, tokenizer=None) -> Path:
         from mmr1.checkpoint import save_pretrained
 
-        save_pretrained(self, {"architecture": "ReasoningCore", "core": _asdict(self.config)}, folder, tokenizer)
+        return save_pretrained(self, {"architecture": "ReasoningCore", "core": _asdict(self.config)}, folder, tokenizer)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "ReasoningCore":

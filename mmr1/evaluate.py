@@ -1,9 +1,9 @@
 """Scoring a model on a manifest: answer every question (greedy), compare with the references.
 
-Accuracy and format_rate are the RL rule rewards' (`accuracy_reward`: the answer of a well-formed
-response, numbers by exact value; `format_reward`: exactly one non-empty <think>…</think> then one
-<answer>…</answer>), as the pipeline scores them; EM, token F1, BLEU, ROUGE-L and CIDEr-D
-compare the text inside <answer> with the reference answer; perplexity is
+Every response is read by one rule (`mmr1.datamodules.prompt.parse_response`: a malformed response
+has no answer). Accuracy and format_rate are `mmr1.metrics.accuracy` / `format_rate`, the numbers
+the pipeline table and GRPO validation report (numbers compare by exact value); EM, token F1, BLEU,
+ROUGE-L and CIDEr-D compare that answer with the reference answer; perplexity is
 teacher-forced on the reference responses (reasoning + answer); with `samples = k` every
 question is also sampled k times for pass@1 and pass@k. `text_perplexity` scores plain text
 (the core's token-weighted perplexity over a file's documents).
@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from mmr1 import metrics
-from mmr1.inference import QAPipeline, QAResult, answer_manifest
-from mmr1.rl.rewards import accuracy_reward, format_reward
+from mmr1.inference import QAPipeline, QAResult, answer_manifest, withheld
 
 
 def evaluate(qa: QAPipeline, manifest: Union[str, Path], batch_size: int = 8, samples: int = 0,
@@ -30,13 +29,13 @@ def evaluate(qa: QAPipeline, manifest: Union[str, Path], batch_size: int = 8, sa
     rows = [prediction(record, result) for record, result in answers]
     if output is not None:
         write_predictions(rows, output)
-    summary: dict = {"n": len(rows), "format_rate": _mean(format_reward(r["text"]) for r in rows)}
+    summary: dict = {"n": len(rows), "format_rate": metrics.format_rate([r["text"] for r in rows])}
     scored = [r for r in rows if r["reference"] is not None]
     if scored:
         preds, refs = [r["answer"] or "" for r in scored], [r["reference"] for r in scored]
         summary.update(
             n_references=len(scored),
-            accuracy=_mean(r["correct"] for r in scored),
+            accuracy=metrics.accuracy([r["text"] for r in scored], refs),
             exact_match=_mean(metrics.exact_match(r["answer"], r["reference"]) for r in scored),
             f1=_mean(metrics.token_f1(p, ref) for p, ref in zip(preds, refs)),
             bleu=metrics.bleu(preds, [[ref] for ref in refs]),
@@ -59,8 +58,8 @@ def reference_perplexity(qa: QAPipeline, manifest: Union[str, Path], batch_size:
     from mmr1.datamodules.manifest import read_manifest
 
     path = Path(manifest)
-    records = [{k: v for k, v in record.items() if k not in withhold}
-               for _, record in read_manifest(path, objective=None)[0] if record.get("answer")]
+    records = [withheld(record, withhold) for _, record in read_manifest(path, objective=None)[0]
+               if record.get("answer")]
     collate = Collator(qa.tokenizer, "sft", max_length=qa.model.config.core.max_seq_len,
                        encode_text=qa.model.config.text is not None)
     batches = (collate([qa.records(r, path.parent) for r in records[i:i + batch_size]])
@@ -96,7 +95,7 @@ def sampled_pass_at_k(qa: QAPipeline, manifest: Union[str, Path], k: int, batch_
     for _ in range(k):
         for index, (record, result) in enumerate(answer_manifest(qa, manifest, batch_size, progress, **generation)):
             if record.get("answer") is not None:
-                correct[index] = correct.get(index, 0) + int(accuracy_reward(result.text, record["answer"]))
+                correct[index] = correct.get(index, 0) + int(metrics.correct(result.text, record["answer"]))
     if not correct:
         return {}
     return {"pass@1": _mean(metrics.pass_at_k(k, c, 1) for c in correct.values()),
@@ -108,7 +107,7 @@ def prediction(record: dict, result: QAResult) -> dict:
     reference = record.get("answer")
     return {"id": record.get("id"), "question": record["question"], "reference": reference,
             "answer": result.answer, "reasoning": result.reasoning, "text": result.text,
-            "correct": None if reference is None else accuracy_reward(result.text, reference) == 1.0}
+            "correct": None if reference is None else metrics.correct(result.text, reference)}
 
 
 def write_predictions(rows: list[dict], output: Union[str, Path]) -> None:

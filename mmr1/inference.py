@@ -24,7 +24,6 @@ from mmr1.model import MultimodalModel
 ImageInput = Any  # a path, a PIL image or a [3, H, W] / [1, H, W] / [H, W] tensor
 AudioInput = Any  # a path, or an array/tensor [N], [N, C] or [C, N] (C <= 8); integer PCM is scaled by its dtype
 GENERATION = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "eos_token_id", "generator")
-COMPRESSION_NAME = "compression.json"  # written by mmr1.compress.export_quantized
 
 
 @dataclass
@@ -51,6 +50,8 @@ class QAPipeline:
 
     @classmethod
     def from_pretrained(cls, checkpoint: Union[str, Path], config: Union[str, Path, None] = None) -> "QAPipeline":
+        from mmr1.checkpoint import load_model
+
         return cls(*load_model(checkpoint, config))
 
     def __call__(self, question, image=None, audio=None, sample_rate: Optional[int] = None,
@@ -189,61 +190,6 @@ def _visible(text: str, stop: Sequence[str]) -> str:
     return text.rstrip("\ufffd")
 
 
-def load_model(checkpoint: Union[str, Path], config: Union[str, Path, None] = None, compressed: bool = True):
-    """(model, tokenizer) from a checkpoint folder (e.g. `runs/x/export`) or a Lightning `.ckpt`.
-
-    A `.ckpt` is read weights-only; its architecture comes from `config` (a config.json),
-    else a config.json beside it, else the config the objective stored in it. A folder
-    holding compression.json (see `mmr1.compress`) is quantized on load unless `compressed` is False."""
-    from mmr1.datamodules.tokenizer import Tokenizer
-
-    path = Path(checkpoint)
-    if path.is_dir():
-        if config is not None:
-            raise ValueError("--config: a checkpoint folder has its own config.json; give --config only with a .ckpt")
-        model, tokenizer = MultimodalModel.from_pretrained(path), Tokenizer.from_pretrained(path)
-        if compressed and (path / COMPRESSION_NAME).is_file():
-            from mmr1.compress import apply_saved
-
-            model = apply_saved(model, json.loads((path / COMPRESSION_NAME).read_text()))
-        return model, tokenizer
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint folder or .ckpt file")
-    if path.suffix != ".ckpt":
-        raise ValueError(f"{path}: expected a checkpoint folder (config.json + model.safetensors) or a Lightning .ckpt")
-    return _load_ckpt(path, Path(config) if config is not None else None)
-
-
-def _load_ckpt(path: Path, config: Optional[Path]):
-    from mmr1.checkpoint import require_finite, safe_torch_load
-    from mmr1.config import Config
-    from mmr1.datamodules.tokenizer import Tokenizer
-    from mmr1.training import load_objective_weights, stored_tokenizer
-
-    checkpoint = safe_torch_load(path)
-    require_finite(checkpoint.get("state_dict", {}), f"{path}: refusing to load")
-    config = config or (path.parent / "config.json" if (path.parent / "config.json").is_file() else None)
-    if config is not None:
-        if not config.is_file():
-            raise FileNotFoundError(f"{config}: config file not found")
-        data = json.loads(config.read_text())
-        data.pop("architecture", None)
-        model_config = Config.from_dict(data)
-    elif "mmr1_config" in checkpoint:
-        model_config = Config.from_dict(checkpoint["mmr1_config"])
-    else:
-        raise ValueError(f"{path}: no config; pass --config config.json or put config.json beside the .ckpt")
-    try:
-        model = load_objective_weights(MultimodalModel(model_config), checkpoint)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not match the config ({str(e).splitlines()[0]} …)") from e
-    if "mmr1_tokenizer" in checkpoint or not (path.parent / "tokenizer.json").is_file():
-        tokenizer = stored_tokenizer(checkpoint.get("mmr1_tokenizer"))
-    else:
-        tokenizer = Tokenizer.from_pretrained(path.parent)
-    return model.eval(), tokenizer
-
-
 def answer_manifest(qa: QAPipeline, manifest: Union[str, Path], batch_size: int = 8, progress: bool = True,
                     stop: Sequence[str] = (), withhold: Sequence[str] = (), **generation
                     ) -> Iterator[tuple[dict, QAResult]]:
@@ -253,9 +199,7 @@ def answer_manifest(qa: QAPipeline, manifest: Union[str, Path], batch_size: int 
 
     from mmr1.datamodules.manifest import read_manifest
 
-    unknown = sorted(set(withhold) - {"image", "audio"})
-    if unknown:
-        raise ValueError(f"withhold: expected some of ['audio', 'image'], got {unknown}")
+    withheld({}, withhold)  # checks the names before any work
     path = Path(manifest)
     records, _ = read_manifest(path, objective=None)
     missing = [line for line, record in records if not record.get("question")]
@@ -267,11 +211,20 @@ def answer_manifest(qa: QAPipeline, manifest: Union[str, Path], batch_size: int 
             examples = []
             for line, record in chunk:
                 try:
-                    examples.append(qa.records({k: v for k, v in record.items() if k not in withhold}, path.parent))
+                    examples.append(qa.records(withheld(record, withhold), path.parent))
                 except ValueError as e:
                     raise ValueError(f"{path}:{line}: {e}") from e
             yield from zip((r for _, r in chunk), qa.answer(examples, stop, **generation))
             bar.update(len(chunk))
+
+
+def withheld(record: dict, withhold: Sequence[str]) -> dict:
+    """The record without the media named in `withhold` ("image", "audio"): the modality ablation of
+    `mmr1 eval --withhold` and the pipeline table."""
+    unknown = sorted(set(withhold) - {"image", "audio"})
+    if unknown:
+        raise ValueError(f"withhold: expected some of ['audio', 'image'], got {unknown}")
+    return {k: v for k, v in record.items() if k not in withhold}
 
 
 def load(checkpoint: Union[str, Path], config: Union[str, Path, None] = None) -> QAPipeline:

@@ -111,7 +111,10 @@ def load_hf_core(cls, folder: str | Path, dtype: torch.dtype = torch.float32):
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{folder}: no config.json; expected a Hugging Face checkpoint folder")
-    cfg = core_config_from_hf(json.loads(config_path.read_text()))
+    data = json.loads(config_path.read_text())
+    if data.get("architecture") == "ReasoningCore":  # a folder written by ReasoningCore.save_pretrained
+        return cls.from_pretrained(folder).to(dtype)
+    cfg = core_config_from_hf(data)
     core = cls(cfg)
     load_core_state(core, core_state_from_hf(read_hf_weights(folder), cfg, str(folder)), str(folder))
     return core.to(dtype)

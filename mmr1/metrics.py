@@ -61,6 +61,33 @@ def answers_match(pred: Optional[str], ref: str) -> bool:
     return normalize_answer(pred) == normalize_answer(ref)
 
 
+def correct(completion: str, reference: str) -> bool:
+    """The response is well-formed (`parse_response`) with a non-empty answer matching the reference
+    (`answers_match`): the accuracy of `mmr1 eval`, the pipeline table, GRPO validation and the RL reward."""
+    from mmr1.datamodules.prompt import parse_response
+
+    _, answer = parse_response(completion)
+    return bool(answer) and answers_match(answer, reference)
+
+
+def well_formed(completion: str) -> bool:
+    """Exactly one non-empty <think>…</think> then one <answer>…</answer> (an empty think is no reasoning)."""
+    from mmr1.datamodules.prompt import parse_response
+
+    reasoning, _ = parse_response(completion)
+    return bool(reasoning)
+
+
+def accuracy(completions: Sequence[str], references: Sequence[str]) -> float:
+    """Share of `correct` responses (0 for none)."""
+    return sum(correct(c, r) for c, r in zip(completions, references)) / max(1, len(completions))
+
+
+def format_rate(completions: Sequence[str]) -> float:
+    """Share of `well_formed` responses (0 for none)."""
+    return sum(map(well_formed, completions)) / max(1, len(completions))
+
+
 def exact_match(pred: Optional[str], ref: str) -> bool:
     """The normalised strings are equal (no number semantics: `3.0` != `3`)."""
     return pred is not None and normalize(pred) == normalize(ref)

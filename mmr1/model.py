@@ -144,17 +144,17 @@ class MultimodalModel(nn.Module):
             raise ValueError(f"unknown input(s) {unknown}; expected some of {list(MEDIA_KEYS)}")
 
     # ---- checkpoints ------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | Path, tokenizer=None) -> Path:
+    def save_pretrained(self, folder: str | Path, tokenizer=None, int8: bool = False) -> Path:
+        """config.json + model.safetensors (int8 weights with `int8`) + the tokenizer's files."""
         from mmr1.checkpoint import save_pretrained
 
-        return save_pretrained(self, {"architecture": "MultimodalModel", **self.config.to_dict()}, folder, tokenizer)
+        return save_pretrained(self, {"architecture": "MultimodalModel", **self.config.to_dict()}, folder, tokenizer,
+                               int8)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> "MultimodalModel":
         from mmr1.checkpoint import load_pretrained_state, read_config
 
-        data = read_config(folder, "MultimodalModel")
-        data.pop("architecture")
-        model = cls(Config.from_dict(data))
+        model = cls(Config.from_dict(read_config(folder, "MultimodalModel")))
         load_pretrained_state(model, folder)
         return model.eval()

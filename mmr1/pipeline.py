@@ -1,8 +1,12 @@
-"""`mmr1 pipeline --config configs/r1_tiny.yaml`: the DeepSeek-R1 recipe as one command.
+"""The DeepSeek-R1 recipe as one command (`mmr1 pipeline --config configs/r1_tiny.yaml`).
 
 Stages run in the order the YAML lists them; each training stage starts from the previous
-model stage's checkpoint folder, and every stage writes `<out_dir>/<stage>/metrics.json`
-(held-out exact-answer accuracy, format rate, mean reward) beside its `model/` folder.
+model stage's checkpoint folder and trains with the callbacks of `mmr1 fit` (atomic checkpoints,
+exact resume, a stop on non-finite weights, export to `<stage>/export`). Every stage writes
+`<out_dir>/<stage>/metrics.json`: `mmr1 eval`'s accuracy and format rate on `eval_manifest`
+(default: `eval_size` built-in synthetic test records), the mean reward, and the accuracy with the
+image or the audio withheld. A stage's `data:` takes the datamodule's options, e.g. its own
+`train_manifest` and `val_manifest`.
 A stage whose metrics.json exists is done and skipped; a killed stage resumes from its
 `checkpoints/last.ckpt`. `--only NAME` runs one stage alone, `--rerun NAME` redoes it.
 The last model is copied to `<out_dir>/final`, and a table compares the stages.
@@ -14,7 +18,6 @@ rejection-sampling stage its manifest. `init_from: scratch` starts a stage from 
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import shutil
@@ -44,14 +47,20 @@ class Recipe:
     stages: dict[str, dict]
     preset: str = "tiny"
     seed: int = 0
-    eval_size: int = 100  # held-out synthetic test records answered after every stage
+    eval_manifest: Optional[str] = None  # the records every stage is scored on; None: eval_size synthetic ones
+    eval_size: int = 100  # held-out synthetic test records answered after every stage (without eval_manifest)
     eval_batch_size: int = 32
     max_new_tokens: int = 48
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 0.5})
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Recipe":
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from e
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping with out_dir and stages, got {type(data).__name__}")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
@@ -88,7 +97,7 @@ class Pipeline:
         if name not in self.recipe.stages:
             raise ValueError(f"'@{name}': no stage of that name; stages are {list(self.recipe.stages)}")
         sampled = self.recipe.stages[name]["objective"] == SAMPLING
-        path = self.stage_dir(name) / ("samples.jsonl" if sampled else "model")
+        path = self.stage_dir(name) / ("samples.jsonl" if sampled else "export")
         if not path.exists():
             raise FileNotFoundError(f"stage {name!r} has not produced {path} yet; run it first")
         return path
@@ -106,8 +115,8 @@ class Pipeline:
                 if name in rerun:
                     shutil.rmtree(self.stage_dir(name), ignore_errors=True)
                 self._run_stage(name, spec, previous_model)
-            if spec["objective"] != SAMPLING and (self.stage_dir(name) / "model").is_dir():
-                previous_model = self.stage_dir(name) / "model"
+            if spec["objective"] != SAMPLING and (self.stage_dir(name) / "export").is_dir():
+                previous_model = self.stage_dir(name) / "export"
         summary = [self._metrics(name) for name in names if (self.stage_dir(name) / "metrics.json").is_file()]
         if previous_model is not None:
             final = self.recipe.out_dir / "final"
@@ -131,12 +140,29 @@ class Pipeline:
             self._sample(spec, model_folder, folder)
         else:
             model_folder = self._train(name, spec, previous_model, folder)
-        metrics = evaluate(model_folder, self.recipe)
+        metrics = evaluate(model_folder, self.recipe, self.eval_manifest(model_folder), folder)
         metrics["minutes"] = round((time.perf_counter() - start) / 60, 2)
         for extra in ("sampling.json", "retrieval.json"):
             if (folder / extra).is_file():
                 metrics.update(json.loads((folder / extra).read_text()))
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    def eval_manifest(self, model_folder: Path) -> Path:
+        """The recipe's eval_manifest, else `eval_size` synthetic test records written once under out_dir."""
+        if self.recipe.eval_manifest is not None:
+            path = Path(self.recipe.eval_manifest)
+            if not path.is_file():
+                raise FileNotFoundError(f"eval_manifest: {path}: no such manifest")
+            return path
+        path = self.recipe.out_dir / "eval_data" / "test.jsonl"
+        if not path.is_file():
+            from mmr1.config import Config
+            from mmr1.datamodules.synth import write
+
+            vision = Config.from_checkpoint(model_folder).vision
+            write(path.parent, self.recipe.eval_size, self.recipe.seed, "test",
+                  image_size=vision.image_size if vision is not None else 32)
+        return path
 
     def _ref(self, value: Any, default: Optional[Path] = None) -> Any:
         if isinstance(value, str) and value.startswith("@"):
@@ -151,8 +177,7 @@ class Pipeline:
         from lightning.pytorch.callbacks import ModelCheckpoint
         from lightning.pytorch.loggers import CSVLogger
 
-        from mmr1.callbacks import FiniteWeights
-        from mmr1.datamodules.callbacks import BadRecordReport
+        from mmr1.callbacks import add_run_callbacks
 
         module_path, data_path = TRAINING[spec["objective"]]
         model_args = self._resolve_refs(spec.get("model"))
@@ -172,8 +197,8 @@ class Pipeline:
         trainer_args = {"accelerator": "auto", "devices": 1, "max_steps": spec["steps"], "limit_val_batches": 0,
                         "log_every_n_steps": 10, "enable_progress_bar": self.progress,
                         "enable_model_summary": False, **(spec.get("trainer") or {})}
-        trainer = L.Trainer(logger=CSVLogger(folder, name="", version=""), default_root_dir=folder,
-                            callbacks=[FiniteWeights(), BadRecordReport(), checkpoints], **trainer_args)
+        trainer = add_run_callbacks(L.Trainer(logger=CSVLogger(folder, name="", version=""), default_root_dir=folder,
+                                              callbacks=[checkpoints], **trainer_args))
         last = folder / "checkpoints" / "last.ckpt"
         trainer.fit(module, data, ckpt_path=str(last) if last.is_file() else None)
         if spec["objective"] == "contrastive":  # retrieval R@1 on held-out pairs, beside chance
@@ -183,10 +208,10 @@ class Pipeline:
                       .items() if "/r1_" in k}
             recall["r1_chance"] = round(1 / data.hparams.batch_size, 4)
             (folder / "retrieval.json").write_text(json.dumps(recall, indent=2) + "\n")
-        return module.export_model().save_pretrained(folder / "model", data.collator.tokenizer)
+        return folder / "export"  # written by ExportBest (mmr1.callbacks) when fit ended
 
     def _sample(self, spec: dict, model_folder: Any, folder: Path) -> None:
-        from mmr1.sampling_cmd import rejection_sample
+        from mmr1.rl.rejection import rejection_sample
 
         if model_folder is None:
             raise ValueError("a rejection-sampling stage needs a model: put it after a training stage or set init_from")
@@ -199,41 +224,26 @@ class Pipeline:
                              "min_reward")
 
 
-def evaluate(model_folder: Path, recipe: Recipe) -> dict:
-    """Greedy answers to held-out synthetic test records: accuracy, format rate, mean reward, and the
-    accuracy with the image or the audio withheld (what the model gets from each modality)."""
-    from mmr1.datamodules.synth import Synth
+def evaluate(model_folder: Path, recipe: Recipe, manifest: Path, folder: Path) -> dict:
+    """`mmr1 eval` of the stage's model on `manifest` (greedy; its predictions in `folder`): accuracy, format
+    rate and mean reward, then the accuracy with the image or the audio withheld (what the model gets from
+    each modality)."""
+    from mmr1.evaluate import evaluate as score
     from mmr1.inference import QAPipeline
-    from mmr1.rl.rewards import Rewards, accuracy_reward, format_reward
+    from mmr1.rl.rewards import Rewards
 
     qa = QAPipeline.from_pretrained(model_folder)
-    vision = qa.model.config.vision
-    synth = Synth(seed=recipe.seed, split="test", image_size=vision.image_size if vision is not None else 32)
-    records = [synth.record(i) for i in range(recipe.eval_size)]
-
-    def answer(withheld: str = "") -> list[str]:
-        completions = []
-        for start in range(0, len(records), recipe.eval_batch_size):
-            chunk = records[start:start + recipe.eval_batch_size]
-            results = qa([r["question"] for r in chunk], max_new_tokens=recipe.max_new_tokens,
-                         image=[None if withheld == "image" else r["image"] for r in chunk],
-                         audio=[None if withheld == "audio" else r["audio"] for r in chunk])
-            completions += [res.text for res in results]
-        return completions
-
-    def accuracy(completions: list[str]) -> float:
-        return round(sum(accuracy_reward(c, r["answer"]) for c, r in zip(completions, records)) / n, 4)
-
-    n = len(records)
-    completions = answer()
-    total, _ = Rewards(recipe.rewards)(completions, records)
+    options = {"batch_size": recipe.eval_batch_size, "progress": False, "max_new_tokens": recipe.max_new_tokens}
+    summary = score(qa, manifest, output=folder / "predictions.jsonl", **options)
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    total, _ = Rewards(recipe.rewards)([r["text"] for r in rows], [{"answer": r["reference"]} for r in rows])
     return {
-        "accuracy": accuracy(completions),
-        "format_rate": round(sum(format_reward(c) for c in completions) / n, 4),
-        "mean_reward": round(sum(total) / n, 4),
-        "accuracy_no_image": accuracy(answer("image")),
-        "accuracy_no_audio": accuracy(answer("audio")),
-        "eval_records": n,
+        "accuracy": round(summary.get("accuracy", 0.0), 4),
+        "format_rate": round(summary["format_rate"], 4),
+        "mean_reward": round(sum(total) / max(1, len(total)), 4),
+        "accuracy_no_image": round(score(qa, manifest, withhold=("image",), **options).get("accuracy", 0.0), 4),
+        "accuracy_no_audio": round(score(qa, manifest, withhold=("audio",), **options).get("accuracy", 0.0), 4),
+        "eval_records": summary["n"],
     }
 
 
@@ -248,21 +258,3 @@ def table(summary: list[dict]) -> str:
 def _load(class_path: str):
     module, _, name = class_path.rpartition(".")
     return getattr(importlib.import_module(module), name)
-
-
-def add_command(commands, debug_parent) -> None:
-    parser = commands.add_parser("pipeline", parents=[debug_parent], help="run the multi-stage R1 recipe")
-    parser.add_argument("--config", type=Path, required=True, help="a recipe YAML, e.g. configs/r1_tiny.yaml")
-    parser.add_argument("--only", help="run this stage alone (its inputs must exist)")
-    parser.add_argument("--rerun", nargs="+", default=(), help="redo these stages even if done")
-    parser.add_argument("--out-dir", type=Path, help="override the recipe's out_dir")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(run=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    recipe = Recipe.from_file(args.config)
-    if args.out_dir is not None:
-        recipe.out_dir = args.out_dir
-    Pipeline(recipe, progress=not args.no_progress).run(args.only, tuple(args.rerun))
-    return 0

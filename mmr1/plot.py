@@ -1,4 +1,4 @@
-"""`mmr1 plot RUN_DIR`: the curves of a run's metrics.csv files (CSVLogger) as PNGs, headless.
+"""The curves of a run's metrics.csv files (CSVLogger) as PNGs, headless.
 
 One figure per group: training loss terms, validation metrics, learning rates and the rest.
 Every metrics.csv under RUN_DIR is read, so a resumed run's versions join into one curve.
@@ -6,9 +6,7 @@ Every metrics.csv under RUN_DIR is read, so a resumed run's versions join into o
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Optional
@@ -66,18 +64,3 @@ def plot_run(run_dir: Path, out_dir: Optional[Path] = None) -> list[Path]:
         fig.savefig(written[-1], dpi=100)
         plt.close(fig)
     return written
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="mmr1 plot", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="a run folder holding metrics.csv (searched recursively)")
-    parser.add_argument("--out", type=Path, help="where the PNGs go; default RUN_DIR/plots")
-    args = parser.parse_args(argv)
-    try:
-        written = plot_run(args.run_dir, args.out)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"mmr1 plot: {e}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(path)
-    return 0

@@ -43,3 +43,15 @@ def tiny_hf_folder(tmp_path_factory) -> Path:
                          tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
     LlamaForCausalLM(config).eval().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """The `tiny` preset with larger random weights (so greedy outputs vary), saved as a folder."""
+    from mmr1.config import Config
+    from mmr1.datamodules.tokenizer import Tokenizer
+    from mmr1.model import MultimodalModel
+
+    torch.manual_seed(0)
+    model = MultimodalModel(Config.from_name("tiny", core={"initializer_range": 0.2}))
+    return model.save_pretrained(tmp_path_factory.mktemp("tiny"), Tokenizer.default())

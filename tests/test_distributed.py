@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mmr1.objectives.losses import clip_loss
+from mmr1.losses.contrastive import clip_loss
 
 FIT_SCRIPT = Path(__file__).with_name("distributed_fit.py")
 ROWS = 6  # padded rows per rank

@@ -15,7 +15,7 @@ from mmr1.datamodules.datamodules import PairedDataModule, SFTDataModule
 from mmr1.datamodules.digits import perceived_digits, write
 from mmr1.datamodules.text import TextDataModule
 from mmr1.inference import QAPipeline, answer_manifest
-from mmr1.metrics import answers_match
+from mmr1.metrics import correct
 from mmr1.objectives import CLMModule, ContrastiveModule, SFTModule
 
 TEXT_STEPS, SFT_STEPS = 100, 400
@@ -49,14 +49,14 @@ def test_perception_is_learned_on_real_digits(tmp_path, shared_data):
     fit(sft, datamodule, SFT_STEPS)
 
     qa = QAPipeline(sft.model.eval(), datamodule.collator.tokenizer)
-    said, truth, correct = [], [], []
+    said, truth, right = [], [], []
     for record, result in answer_manifest(qa, paths["val"], batch_size=32, progress=False, max_new_tokens=48):
         said.append(perceived_digits(result.reasoning))
         truth.append(perceived_digits(record["reasoning"]))
-        correct.append(answers_match(result.answer, record["answer"]))
+        right.append(correct(result.text, record["answer"]))
     image = sum(s[0] == t[0] for s, t in zip(said, truth)) / len(truth)
     spoken = sum(s[1] == t[1] for s, t in zip(said, truth)) / len(truth)
-    exact = sum(correct) / len(correct)
+    exact = sum(right) / len(right)
     print(f"val: image digit {image:.3f}, spoken digit {spoken:.3f}, exact answer {exact:.3f}")
     assert spoken > SPOKEN and image > IMAGE and exact > EXACT, \
         f"image digit {image:.2f}, spoken digit {spoken:.2f}, exact answer {exact:.2f} (chance 0.10)"

@@ -99,3 +99,18 @@ def test_perplexity_of_uniform_logits_is_the_vocabulary_size():
     examples = [{"question": q, "reasoning": r, "answer": a, "pixel_values": None, "audio_values": None}
                 for q, r, a in (("How many?", "one and two", "3"), ("Colour?", "it is red", "red"))]
     assert perplexity(model, [collate(examples)]) == pytest.approx(512, rel=1e-4)
+
+
+def test_accuracy_and_format_rate_read_responses_by_the_one_strict_rule():
+    from mmr1.metrics import accuracy, correct, format_rate
+    from mmr1.rl.rewards import accuracy_reward, format_reward
+
+    responses = ["<think>2 + 1</think><answer>3.0</answer></s>",  # right, numbers by value
+                 "<answer>3</answer>",  # right answer, malformed: no answer at all
+                 "<think></think><answer>3</answer>",  # right, but no reasoning: not well-formed
+                 "<think>2 + 2</think><answer>4</answer>"]  # wrong
+    assert [correct(r, "3") for r in responses] == [True, False, True, False]
+    assert accuracy(responses, ["3"] * 4) == 0.5 and format_rate(responses) == 0.5
+    assert [accuracy_reward(r, "3") for r in responses] == [1.0, 0.0, 1.0, 0.0]  # GRPO's reward: the same rule
+    assert [format_reward(r) for r in responses] == [1.0, 0.0, 0.0, 1.0]
+    assert accuracy([], []) == 0.0

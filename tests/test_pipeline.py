@@ -34,7 +34,7 @@ def micro_recipe(out_dir: Path) -> dict:
 def test_the_whole_recipe_runs_resumes_and_reruns_one_stage(tmp_path, monkeypatch):
     # Two steps of cold start cannot teach the format, so rejection sampling would keep nothing:
     # here every sample passes the bar (what is kept is tested in test_rejection_sampling.py).
-    monkeypatch.setattr("mmr1.sampling_cmd.passing", lambda texts, totals, bar: [("I count.", "3")] * len(texts))
+    monkeypatch.setattr("mmr1.rl.rejection.passing", lambda texts, totals, bar: [("I count.", "3")] * len(texts))
     recipe = micro_recipe(tmp_path / "run")
     config = tmp_path / "r1.yaml"
     config.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -48,7 +48,7 @@ def test_the_whole_recipe_runs_resumes_and_reruns_one_stage(tmp_path, monkeypatc
     assert (tmp_path / "run" / "rejection" / "samples.jsonl").is_file()
     final = MultimodalModel.from_pretrained(tmp_path / "run" / "final")
     assert final.config.core.n_layers == 2  # the distilled student
-    assert MultimodalModel.from_pretrained(tmp_path / "run" / "grpo2" / "model").config.core.n_layers == 4
+    assert MultimodalModel.from_pretrained(tmp_path / "run" / "grpo2" / "export").config.core.n_layers == 4
 
     # Finished stages are skipped; a stage whose metrics.json is gone (killed) runs again, alone.
     stamps = {s: (tmp_path / "run" / s / "metrics.json").stat().st_mtime_ns for s in stages}
@@ -71,9 +71,38 @@ def test_recipe_errors_name_the_stage(tmp_path):
     with pytest.raises(ValueError, match="stage 'x': objective 'ppo2'"):
         Recipe.from_file(config)
     assert main(["pipeline", "--config", str(config)]) == 2
+    config.write_text("stages: [unclosed")
+    with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
+        Recipe.from_file(config)
 
 
 def test_shipped_recipe_parses():
     recipe = Recipe.from_file(ROOT / "configs" / "r1_tiny.yaml")
     assert list(recipe.stages) == ["pretrain", "cold_start", "grpo", "rejection", "sft", "grpo2", "distill"]
     assert list(Recipe.from_file(ROOT / "configs" / "r1_zero_tiny.yaml").stages) == ["pretrain", "grpo"]
+
+
+def test_every_stage_is_scored_on_the_users_eval_manifest(tiny_checkpoint, tmp_path):
+    """`eval_manifest` replaces the built-in records; the scores are `mmr1 eval`'s, with each medium withheld."""
+    from mmr1.datamodules import synth
+    from mmr1.pipeline import Pipeline, evaluate
+
+    manifest = synth.write(tmp_path / "mine", 3, split="test")
+    recipe = Recipe(out_dir=tmp_path / "run", stages={"sft": {"objective": "sft", "steps": 1}},
+                    eval_manifest=str(manifest), eval_batch_size=2, max_new_tokens=4)
+    assert Pipeline(recipe).eval_manifest(tiny_checkpoint) == manifest
+    metrics = evaluate(tiny_checkpoint, recipe, manifest, tmp_path)
+    assert metrics["eval_records"] == 3
+    assert {"accuracy", "format_rate", "mean_reward", "accuracy_no_image", "accuracy_no_audio"} <= set(metrics)
+    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 3
+    recipe.eval_manifest = str(tmp_path / "missing.jsonl")
+    with pytest.raises(FileNotFoundError, match="eval_manifest: .*missing.jsonl"):
+        Pipeline(recipe).eval_manifest(tiny_checkpoint)
+
+
+def test_without_eval_manifest_the_built_in_records_are_written_once(tiny_checkpoint, tmp_path):
+    from mmr1.pipeline import Pipeline
+
+    recipe = Recipe(out_dir=tmp_path, stages={"sft": {"objective": "sft", "steps": 1}}, eval_size=2)
+    path = Pipeline(recipe).eval_manifest(tiny_checkpoint)
+    assert path == tmp_path / "eval_data" / "test.jsonl" and len(path.read_text().splitlines()) == 2

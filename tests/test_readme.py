@@ -13,7 +13,7 @@ README = (ROOT / "README.md").read_text()
 # Commands too long for this test run elsewhere, each by the test named here.
 COVERED_ELSEWHERE = {
     "mmr1 pipeline --config configs/r1_tiny.yaml": "tests/test_pipeline.py",  # the recipe, cut to a few steps
-    "mmr1 qa --checkpoint runs/r1_tiny/final --sample": "tests/inference/test_commands.py",
+    "mmr1 qa --checkpoint runs/r1_tiny/final --sample": "tests/cli/test_infer.py",
     # reads ../shared/data/fsdd, beside the repository rather than the test's working folder
     "mmr1 data digits --out runs/digits_data --fsdd ../shared/data/fsdd --test-speaker theo":
         "tests/datamodules/test_digits.py",

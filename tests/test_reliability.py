@@ -21,7 +21,7 @@ from mmr1.callbacks import AtomicCheckpointIO, FiniteWeights
 from mmr1.datamodules.datamodules import SFTDataModule
 from mmr1.objectives import SFTModule
 from mmr1.inference import load
-from mmr1.training import export_ckpt
+from mmr1.checkpoint import export_ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}

@@ -1,4 +1,4 @@
-"""Training objectives: the losses as plain functions and one thin LightningModule per objective."""
+"""Training objectives: one thin LightningModule per objective (their losses: `mmr1.losses`)."""
 
 from mmr1.objectives.base import ObjectiveModule
 from mmr1.objectives.clm import CLMModule

@@ -68,11 +68,11 @@ def deterministic(model: MultimodalModel) -> None:
 
 
 def reference_copy(model: MultimodalModel) -> MultimodalModel:
-    """The frozen reference of an RL objective: a copy of the policy in eval mode that keeps the policy's
-    requires_grad flags, so torch picks the same kernels and an unchanged policy matches it bit for bit
-    (torch's MultiheadAttention on a non-contiguous input rounds differently when its weights need no
-    grad). Kept out of the parameters (`FrozenModels`) and only called under no_grad, it never changes."""
-    return copy.deepcopy(model).eval()
+    """The frozen reference of an RL objective: a copy of the policy in eval mode with no gradients, which
+    an unchanged policy matches bit for bit. Kept out of the parameters (`FrozenModels`), it never changes."""
+    from mmr1.objectives.frozen import frozen
+
+    return frozen(copy.deepcopy(model))
 
 
 def check_finite(terms: dict[str, torch.Tensor], step: int) -> None:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mmr1.objectives.base import ObjectiveModule
-from mmr1.objectives.losses import sft_loss
+from mmr1.losses.language import sft_loss
 
 
 class CLMModule(ObjectiveModule):

@@ -12,7 +12,7 @@ from torch import nn
 
 from mmr1.model import media_inputs
 from mmr1.objectives.base import ObjectiveModule, batch_size
-from mmr1.objectives.losses import clip_loss, recall_at_1
+from mmr1.losses.contrastive import clip_loss, recall_at_1
 
 
 def summed_over_ranks(counts: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 from mmr1.model import MultimodalModel, media_inputs
 from mmr1.objectives.base import ObjectiveModule
 from mmr1.objectives.frozen import FrozenModels, check_vocabulary, frozen
-from mmr1.rl.losses import distillation_loss
+from mmr1.losses.distill import distillation_loss
 
 
 class DistillModule(FrozenModels, ObjectiveModule):

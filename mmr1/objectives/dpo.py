@@ -14,9 +14,8 @@ from mmr1.core import CoreOutput
 from mmr1.model import MultimodalModel, media_inputs
 from mmr1.objectives.base import ObjectiveModule, reference_copy
 from mmr1.objectives.frozen import FrozenModels
-from mmr1.objectives.losses import IGNORE
-from mmr1.rl.grpo import token_logprobs
-from mmr1.rl.losses import dpo_loss, sequence_logprob
+from mmr1.losses.language import IGNORE, token_logprobs
+from mmr1.losses.preference import dpo_loss, sequence_logprob
 
 
 def pair_forward(model: MultimodalModel, batch: dict, logits_to_keep: int = 0) -> CoreOutput:

@@ -9,7 +9,7 @@ The three batch-size knobs, all independent:
 `ppo_epochs` passes are made over each rollout (μ in the GRPO paper); each pass is one step.
 
 `loss_type` picks how token losses are averaged (`grpo`, `dr_grpo`, `dapo`; see
-`mmr1.rl.grpo.grpo_loss`); `dr_grpo` also drops the std scaling of the advantages. Log-probs
+`mmr1.losses.grpo.grpo_loss`); `dr_grpo` also drops the std scaling of the advantages. Log-probs
 are taken on the distribution the responses were sampled from (temperature-scaled logits, no
 dropout or SpecAugment), so the first ratio is 1 and the KL to an unchanged reference is 0.
 """
@@ -24,8 +24,9 @@ from mmr1.model import media_inputs
 from mmr1.objectives.base import ObjectiveModule, batch_size, reference_copy
 from mmr1.objectives.frozen import FrozenModels, check_vocabulary
 from mmr1.objectives.reward_model import load_reward_model, score_rollout
-from mmr1.rl.grpo import check_loss_type, group_advantages, grpo_loss
-from mmr1.rl.rewards import Rewards, format_reward
+from mmr1.losses.grpo import check_loss_type, group_advantages, grpo_loss
+from mmr1 import metrics
+from mmr1.rl.rewards import Rewards
 from mmr1.rl.rollout import (Rollout, check_full_distribution, completion_logprobs, decode_completions, micro_batches,
                              rollout_logprobs, sample_groups)
 
@@ -166,11 +167,9 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         out = self.model.generate(batch["input_ids"], batch["attention_mask"], generation=dict(
             max_new_tokens=h.max_new_tokens, eos_token_id=self.tokenizer.eos_id), **media_inputs(batch))
         completions = decode_completions(self.tokenizer, out[:, batch["input_ids"].shape[1]:])
-        total, terms = self.rewards(completions, [{"answer": a} for a in batch["answers"]])
+        total, _ = self.rewards(completions, [{"answer": a} for a in batch["answers"]])
         n = batch_size(batch)
         self.log("val/reward", torch.tensor(total).mean(), batch_size=n, sync_dist=True)
-        self.log("val/format_rate", torch.tensor([format_reward(c) for c in completions]).mean(),
-                 batch_size=n, sync_dist=True)
-        if "accuracy" in terms:
-            self.log("val/accuracy", torch.tensor(terms["accuracy"]).mean(), prog_bar=True, batch_size=n,
-                     sync_dist=True)
+        self.log("val/format_rate", metrics.format_rate(completions), batch_size=n, sync_dist=True)
+        self.log("val/accuracy", metrics.accuracy(completions, batch["answers"]), prog_bar=True, batch_size=n,
+                 sync_dist=True)

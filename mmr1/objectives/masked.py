@@ -10,7 +10,8 @@ from torch import nn
 
 from mmr1.objectives.base import ObjectiveModule
 from mmr1.objectives.codebook import PatchCodebook
-from mmr1.objectives.losses import masked_regression_loss, masked_token_loss, mlm_loss, normalised_patches
+from mmr1.losses.language import mlm_loss
+from mmr1.losses.masked import masked_regression_loss, masked_token_loss, normalised_patches
 from mmr1.objectives.masking import AUDIO_STRIDE, frame_blocks, mask_frames, random_mask, vit_masked_tokens
 
 MIM_TARGETS = ("pixels", "tokens")

@@ -17,8 +17,8 @@ from mmr1.model import MultimodalModel
 from mmr1.objectives.base import ObjectiveModule, batch_size, reference_copy
 from mmr1.objectives.frozen import FrozenModels, check_vocabulary
 from mmr1.objectives.reward_model import load_reward_model, score_rollout
-from mmr1.rl.grpo import token_logprobs
-from mmr1.rl.losses import gae, kl_penalised_rewards, ppo_loss
+from mmr1.losses.language import token_logprobs
+from mmr1.losses.ppo import gae, kl_penalised_rewards, ppo_loss
 from mmr1.rl.rewards import Rewards
 from mmr1.rl.rollout import (Rollout, check_full_distribution, completion_forward, decode_completions, micro_batches,
                              rollout_logprobs, sample_groups)

@@ -18,7 +18,7 @@ from mmr1.model import MultimodalModel, media_inputs
 from mmr1.objectives.base import ObjectiveModule
 from mmr1.objectives.dpo import pair_forward
 from mmr1.objectives.frozen import check_vocabulary, frozen
-from mmr1.rl.losses import bradley_terry_loss
+from mmr1.losses.preference import bradley_terry_loss
 from mmr1.rl.rollout import Rollout
 
 HEAD_NAME = "reward_head.safetensors"

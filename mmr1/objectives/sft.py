@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from mmr1.model import media_inputs
 from mmr1.objectives.base import ObjectiveModule
-from mmr1.objectives.losses import IGNORE, sft_loss
+from mmr1.losses.language import IGNORE, sft_loss
 
 
 class SFTModule(ObjectiveModule):

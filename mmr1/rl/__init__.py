@@ -1,1 +1,1 @@
-"""Reinforcement learning for reasoning: rollouts, rule rewards, GRPO/PPO/DPO maths."""
+"""Reinforcement learning for reasoning: rollouts, rule rewards, rejection sampling (the losses: `mmr1.losses`)."""

@@ -11,27 +11,15 @@ import re
 import unicodedata
 from typing import Callable, Mapping, Optional
 
-from mmr1.metrics import answers_match
+from mmr1 import metrics
+from mmr1.datamodules.prompt import parse_response
 
 RewardFn = Callable[..., float]
-
-_TAGS = r"</?think>|</?answer>"
-_WELL_FORMED = re.compile(
-    rf"\s*<think>((?:(?!{_TAGS}).)*)</think>\s*<answer>((?:(?!{_TAGS}).)*)</answer>\s*(?:</s>)?\s*", re.DOTALL
-)
-
-
-def parse_strict(completion: str) -> tuple[Optional[str], Optional[str]]:
-    """(reasoning, answer) when the completion is exactly <think>…</think><answer>…</answer>; else (None, None)."""
-    match = _WELL_FORMED.fullmatch(completion)
-    return (match.group(1).strip(), match.group(2).strip()) if match else (None, None)
-
 
 def format_reward(completion: str, answer: Optional[str] = None, **record) -> float:
     """1 for exactly one non-empty <think>…</think> then exactly one <answer>…</answer> and nothing after;
     else 0 (an empty `<think></think>` is no reasoning)."""
-    reasoning, _ = parse_strict(completion)
-    return 1.0 if reasoning else 0.0
+    return float(metrics.well_formed(completion))
 
 
 def accuracy_reward(completion: str, answer: Optional[str] = None, **record) -> float:
@@ -40,10 +28,7 @@ def accuracy_reward(completion: str, answer: Optional[str] = None, **record) -> 
     Several answers, hedges ("3 or 4"), an empty answer or a malformed response get nothing."""
     if answer is None:
         raise ValueError("answer: the accuracy reward needs a reference answer in every record")
-    _, predicted = parse_strict(completion)
-    if not predicted:
-        return 0.0
-    return 1.0 if answers_match(predicted, answer) else 0.0
+    return float(metrics.correct(completion, answer))
 
 
 SCRIPTS = {"latin": ("LATIN",), "cyrillic": ("CYRILLIC",), "greek": ("GREEK",), "arabic": ("ARABIC",),
@@ -56,7 +41,7 @@ def language_reward(completion: str, answer: Optional[str] = None, script: str =
     spaces do not count; a malformed response or one without letters -> 0."""
     if script not in SCRIPTS:
         raise ValueError(f"script: expected one of {sorted(SCRIPTS)}, got {script!r}")
-    reasoning, _ = parse_strict(completion)
+    reasoning, _ = parse_response(completion)
     letters = [c for c in reasoning or "" if c.isalpha()]
     if not letters:
         return 0.0

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from mmr1.model import MultimodalModel, media_inputs
-from mmr1.rl.grpo import token_logprobs
+from mmr1.losses.language import token_logprobs
 
 
 @dataclass

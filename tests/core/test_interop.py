@@ -58,3 +58,18 @@ def test_unsupported_checkpoint_is_refused(tmp_path):
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         ReasoningCore.from_hf(tmp_path / "nowhere")
+
+
+def test_from_hf_reads_what_save_pretrained_writes(tmp_path):
+    from mmr1.config import Config
+    from mmr1.model import MultimodalModel
+
+    torch.manual_seed(0)
+    core = ReasoningCore(Config.from_name("tiny").core).eval()
+    folder = core.save_pretrained(tmp_path / "core")
+    loaded = ReasoningCore.from_hf(folder).eval()
+    ids = torch.randint(0, core.config.vocab_size, (1, 6))
+    torch.testing.assert_close(loaded(ids).logits, core(ids).logits, rtol=0, atol=0)
+    config = Config.from_checkpoint(folder)  # a text-only model around that core
+    assert config.vision is None and config.core == core.config
+    assert MultimodalModel(config).core.config == core.config

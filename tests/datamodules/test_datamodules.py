@@ -137,8 +137,11 @@ def test_gsm8k_with_one_over_long_record_checks_and_trains_to_the_end_with_one_s
     with skip_bad_records drops that record, reports it once, and logs the count."""
     import csv
 
-    from mmr1.datamodules.commands import main as data
-    from mmr1.training import cli_main
+    from mmr1.cli import main
+    from mmr1.cli.train import cli_main
+
+    def data(argv: list[str]) -> int:
+        return main(["data", *argv])
 
     source_lines = (shared_data / "gsm8k" / "train.jsonl").read_text().splitlines()
     source = tmp_path / "gsm8k.jsonl"

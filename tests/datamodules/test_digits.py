@@ -39,10 +39,10 @@ def test_splits_share_no_speaker_take_or_image(tmp_path, shared_data):
 
 @pytest.mark.needs_data
 def test_data_digits_command_writes_the_manifests(tmp_path, shared_data, capsys):
-    from mmr1.datamodules.commands import main
+    from mmr1.cli import main
 
-    assert main(["digits", "--out", str(tmp_path), "--fsdd", str(shared_data / "fsdd"), "--test-speaker", "theo",
+    assert main(["data", "digits", "--out", str(tmp_path), "--fsdd", str(shared_data / "fsdd"), "--test-speaker", "theo",
                  "--train", "20", "--val", "5", "--test", "5"]) == 0
     assert "test speaker theo" in capsys.readouterr().out
     assert sum(1 for _ in (tmp_path / "train.jsonl").open()) == 20
-    assert main(["digits", "--out", str(tmp_path), "--fsdd", str(tmp_path / "nowhere")]) == 2
+    assert main(["data", "digits", "--out", str(tmp_path), "--fsdd", str(tmp_path / "nowhere")]) == 2

@@ -2,7 +2,12 @@ import json
 
 import pytest
 
-from mmr1.datamodules.commands import main
+from mmr1.cli import main as mmr1_main
+
+
+def main(argv: list[str]) -> int:
+    """`mmr1 data ARGV` through the command table (one-line errors, exit status)."""
+    return mmr1_main(["data", *argv])
 from mmr1.datamodules.gsm8k import gsm8k_texts, parse_solution
 from mmr1.datamodules.text import TextDataModule
 

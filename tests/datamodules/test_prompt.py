@@ -17,11 +17,16 @@ def test_response_round_trips(reasoning, answer):
     text = format_response(reasoning, answer)
     assert text.endswith("</answer></s>")
     assert parse_response(text) == (reasoning, answer)
-    assert parse_response(format_prompt("Q?") + text) == (reasoning, answer)
+    assert parse_response(f"  {text}\n") == (reasoning, answer)
 
 
-def test_parse_missing_tags():
-    assert parse_response("no tags at all") == (None, None)
-    assert parse_response("<think>half") == (None, None)
-    assert parse_response("<answer> 7 </answer>") == (None, "7")
+@pytest.mark.parametrize("text", ["no tags at all", "<think>half", "<answer> 7 </answer>",
+                                  "Q?<think>a</think><answer>7</answer>", "<think>a</think><answer>7</answer> more",
+                                  "<think>a</think><answer>7</answer><answer>8</answer>"])
+def test_anything_but_one_think_then_one_answer_has_no_answer(text):
+    """One rule for every reader (eval's answer, EM and accuracy, rewards, sampling): strict."""
+    assert parse_response(text) == (None, None)
+
+
+def test_format_response_without_reasoning():
     assert format_response(None, "7") == "<think></think><answer>7</answer></s>"

@@ -183,3 +183,18 @@ def test_bad_features_raise():
         encoder.forward_features(torch.zeros(1, 20, 80), torch.tensor([20]))
     with pytest.raises(ValueError, match=r"frame_lengths: expected \[1\] with values in \[0, 20\]"):
         encoder.forward_features(torch.zeros(1, 20, 40), torch.tensor([21]))
+
+
+def test_a_frozen_copy_encodes_bit_for_bit_like_the_trainable_encoder():
+    """MultiheadAttention takes a contiguous [T, B, D] input; a non-contiguous one is rounded differently
+    when the weights need no grad, so a frozen reference copy (RL) would drift from its policy."""
+    import copy
+
+    torch.manual_seed(0)
+    encoder = AudioEncoder(CFG).eval()
+    frozen = copy.deepcopy(encoder).requires_grad_(False)
+    waveform, lengths = torch.randn(2, 8000), torch.tensor([8000, 5000])
+    with torch.no_grad():
+        a = encoder(waveform, lengths, sample_rate=8000).tokens
+        b = frozen(waveform, lengths, sample_rate=8000).tokens
+    assert torch.equal(a, b)

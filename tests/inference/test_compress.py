@@ -5,7 +5,8 @@ import copy
 import pytest
 import torch
 
-from mmr1.compress import export_quantized, prune_channels, prune_magnitude, quantize_int8, size_mb, sparsity
+from mmr1.checkpoint import export
+from mmr1.compress import prune_channels, prune_magnitude, quantize_int8, size_mb, sparsity
 from mmr1.config import Config
 from mmr1.inference import QAPipeline, load
 from mmr1.model import MultimodalModel
@@ -47,8 +48,26 @@ def test_channel_pruning_zeroes_whole_swiglu_channels(qa):
 
 
 def test_export_without_quantize_is_plain_fp32(tiny_checkpoint, tmp_path):
-    folder, report = export_quantized(tiny_checkpoint, tmp_path / "pruned", quantize=None, prune_amount=0.3)
+    folder, report = export(tiny_checkpoint, tmp_path / "pruned", quantize=None, prune=0.3)
     assert not (folder / "compression.json").exists() and report.sparsity == pytest.approx(0.3, abs=1e-3)
     assert sparsity(load(folder).model) == pytest.approx(0.3, abs=1e-3)
     with pytest.raises(ValueError, match="quantize"):
-        export_quantized(tiny_checkpoint, tmp_path / "x", quantize="int4")
+        export(tiny_checkpoint, tmp_path / "x", quantize="int4")
+
+
+def test_int8_export_is_int8_on_disk_and_loads_back(tiny_checkpoint, tmp_path):
+    """At most 45 % of the fp32 file; the weights read back within one int8 step of the originals."""
+    from safetensors.torch import load_file
+
+    from mmr1.model import MultimodalModel
+
+    folder, _ = export(tiny_checkpoint, tmp_path / "int8", quantize="int8")
+    fp32_bytes = (tiny_checkpoint / "model.safetensors").stat().st_size
+    assert (folder / "model.safetensors").stat().st_size <= 0.45 * fp32_bytes
+    stored = load_file(str(folder / "model.safetensors"))
+    assert stored["core.layers.0.self_attn.q_proj.weight"].dtype == torch.int8
+    original, restored = MultimodalModel.from_pretrained(tiny_checkpoint), MultimodalModel.from_pretrained(folder)
+    for (name, a), b in zip(original.state_dict().items(), restored.state_dict().values()):
+        step = a.abs().reshape(a.shape[0], -1).amax(dim=1).max() / 127 if a.dim() >= 2 else 0
+        assert (a - b).abs().max() <= step / 2 + 1e-6, name
+    assert load(folder).model is not None

@@ -9,7 +9,11 @@ import torch.nn.functional as F
 
 from mmr1.datamodules.tokenizer import Tokenizer
 from mmr1.model import MultimodalModel
-from tests.inference.test_commands import run
+from mmr1.cli import handler
+
+def run(argv: list[str]) -> int:
+    return handler(argv[0])(argv[1:])
+
 
 DOCUMENTS = ["The cat sat on the mat.", "Two plus two is four.\nThree plus three is six.",
              "A much longer document about numbers: 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and then some more words."]
@@ -46,5 +50,5 @@ def test_eval_text_refuses_manifest_only_flags(tiny_checkpoint, tmp_path):
     path.write_text(DOCUMENTS[0])
     with pytest.raises(ValueError, match="--text: scores perplexity only"):
         run(["eval", "--checkpoint", str(tiny_checkpoint), "--text", str(path), "--samples", "2"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(ValueError, match="argument --manifest: not allowed with argument --text"):
         run(["eval", "--checkpoint", str(tiny_checkpoint), "--text", str(path), "--manifest", str(path)])

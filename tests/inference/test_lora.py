@@ -8,7 +8,7 @@ from mmr1.config import Config
 from mmr1.lora import apply_lora, lora_parameters, merge_lora_in_place
 from mmr1.model import MultimodalModel
 from mmr1.objectives.base import ObjectiveModule
-from mmr1.training import export_ckpt
+from mmr1.checkpoint import export_ckpt
 
 TEXT_ONLY = {"vision": None, "audio": None, "text": None, "core": {"n_layers": 1}}
 LORA = {"r": 4, "targets": ["q_proj", "v_proj"], "parts": ["core"], "alpha": 8}

@@ -199,3 +199,12 @@ def test_a_nan_wav_file_is_refused_by_qa(qa, tmp_path):
     soundfile.write(tmp_path / "nan.wav", np.full(1600, np.nan, np.float32), 16000, subtype="FLOAT")
     with pytest.raises(ValueError, match=r"question\[0\]: audio: .*nan.wav: samples hold NaN or Inf"):
         qa("How many beeps?", audio=str(tmp_path / "nan.wav"))
+
+
+def test_importing_inference_and_the_checkpoint_reader_does_not_import_lightning():
+    import subprocess
+    import sys
+
+    code = ("import sys, mmr1.inference, mmr1.checkpoint, mmr1.cli; "
+            "assert 'lightning' not in sys.modules and 'lightning.pytorch' not in sys.modules, 'lightning'")
+    subprocess.run([sys.executable, "-c", code], check=True)

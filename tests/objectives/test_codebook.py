@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from mmr1.datamodules.datamodules import MaskedDataModule
 from mmr1.objectives import MaskedModule
 from mmr1.objectives.codebook import PatchCodebook, kmeans_statistics
-from mmr1.objectives.losses import masked_token_loss
+from mmr1.losses.masked import masked_token_loss
 
 K, DIM = 6, 12
 

@@ -10,7 +10,7 @@ import torch
 from mmr1.datamodules.datamodules import PreferenceDataModule
 from mmr1.objectives import DistillModule, DPOModule, PPOModule, RewardModelModule
 from mmr1.objectives.dpo import response_logprobs
-from mmr1.training import TrainingCLI
+from mmr1.cli.train import TrainingCLI
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

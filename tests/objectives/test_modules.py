@@ -160,3 +160,22 @@ def test_data_tokenizer_must_match_the_init_from_vocabulary(tmp_path):
     fresh = Tokenizer.train(["The picture shows 4. The sound says 7. 4 - 7 = -3."] * 20, vocab_size=300)
     with pytest.raises(ValueError, match="data tokenizer: its vocabulary differs.*--data.init_args.tokenizer"):
         check_same_vocabulary(str(tmp_path / "export"), fresh)
+
+
+def test_reference_copy_is_frozen_and_answers_bit_for_bit_like_the_policy():
+    """RL's reference: no gradients, out of training, and the same log-probs as an unchanged policy (audio too)."""
+    from mmr1.config import Config
+    from mmr1.model import MultimodalModel
+    from mmr1.objectives.base import reference_copy
+
+    torch.manual_seed(0)
+    policy = MultimodalModel(Config.from_name("tiny")).eval()
+    reference = reference_copy(policy)
+    assert not any(p.requires_grad for p in reference.parameters()) and not reference.training
+    g = torch.Generator().manual_seed(1)
+    inputs = {"input_ids": torch.randint(11, 400, (2, 6), generator=g),
+              "attention_mask": torch.ones(2, 6, dtype=torch.bool),
+              "pixel_values": torch.randn(2, 3, 32, 32, generator=g), "image_mask": torch.ones(2, dtype=torch.bool),
+              "audio_values": torch.randn(2, 4000, generator=g) * 0.1, "audio_lengths": torch.tensor([4000, 2500])}
+    with torch.no_grad():
+        assert torch.equal(policy(**inputs)[0].logits, reference(**inputs)[0].logits)

@@ -10,7 +10,7 @@ from mmr1.datamodules.tokenizer import Tokenizer
 from mmr1.model import MultimodalModel
 from mmr1.objectives import PPOModule, RewardModel, RewardModelModule
 from mmr1.objectives.reward_model import last_token_states
-from mmr1.rl.losses import ppo_loss
+from mmr1.losses.ppo import ppo_loss
 from mmr1.rl.rollout import Rollout, micro_batches
 
 

@@ -104,8 +104,3 @@ def grpo_loss(
         ratio=token_mean(ratio.detach()),
         clip_fraction=token_mean(clip_active),
     )
-
-
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[token]: logits [N, L, V] predicting tokens [N, L] -> [N, L]."""
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[..., None])[..., 0]

@@ -12,9 +12,10 @@ from lightning.pytorch.callbacks import RichProgressBar
 
 from mmr1.callbacks import AtomicCheckpointIO
 from mmr1.model import MultimodalModel
-from mmr1.training import TrainingCLI, cli_main, export_ckpt
+from mmr1.checkpoint import export_ckpt
+from mmr1.cli.train import TrainingCLI, cli_main
 
-CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")
                  if not p.name.startswith("r1_"))  # recipes are tested in test_pipeline.py
 
 
@@ -65,15 +66,42 @@ def test_shipped_config_builds_linked_model_and_data(config, tmp_path, monkeypat
     monkeypatch.setattr(sys, "argv", ["mmr1"])
     cli = TrainingCLI(["--config", str(config)], run=False)
     assert cli.datamodule.config is cli.model.config
-    # tiny_*: minutes on a CPU; digits_*: the real-data recipe, within 15 CPU-minutes of training in all
-    assert cli.trainer.max_steps <= (1500 if config.name.startswith("digits_") else 500)
+    # tiny_*: minutes on a CPU; digits_*: the real-data recipe, about 15 CPU-minutes of training in all
+    assert cli.trainer.max_steps <= (1000 if config.name.startswith("digits_") else 500)
     assert any(isinstance(c, RichProgressBar) for c in cli.trainer.callbacks)
     assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    # no run paths: every output under --trainer.default_root_dir
+    assert Path(cli.trainer.log_dir).resolve() == tmp_path / "lightning_logs" / "version_0"
+    assert all(c.dirpath is None for c in cli.trainer.checkpoint_callbacks)  # -> <log_dir>/checkpoints
+
+
+def test_default_root_dir_holds_every_output_and_last_resumes_in_place(tmp_path, monkeypatch, capsys):
+    from mmr1.cli import main
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    root = tmp_path / "run"
+    args = ["--config", str(CONFIGS[[c.name for c in CONFIGS].index("tiny_sft.yaml")]),
+            "--trainer.default_root_dir", str(root), "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+            "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+            "--last_checkpoint.every_n_train_steps", "1", "--data.init_args.batch_size", "2",
+            "--data.init_args.synth_train_size", "8", "--data.init_args.synth_val_size", "2"]
+    assert main(["fit", *args]) == 0
+    run = root / "lightning_logs" / "version_0"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"exported {run / 'export'}"
+    assert (run / "metrics.csv").is_file() and any(run.glob("events.out.tfevents.*"))
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "export" / "model.safetensors").is_file()
+    assert not any((tmp_path / "cwd").iterdir())
+    assert main(["fit", *args, "--trainer.max_steps", "3", "--ckpt_path", "last"]) == 0  # resumes in place
+    assert not (root / "lightning_logs" / "version_1").exists()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert main(["fit", *args]) == 0  # a new run: a folder of its own
+    assert (root / "lightning_logs" / "version_1" / "export").is_dir()
 
 
 def test_lora_fit_exports_merged_plain_weights(tmp_path, monkeypatch):
     """2 steps of configs/tiny_lora.yaml on a 1-layer core: the export is a plain model equal to the merged .ckpt."""
-    from mmr1.inference import load_model
+    from mmr1.checkpoint import load_model
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["mmr1"])

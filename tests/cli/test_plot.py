@@ -7,10 +7,15 @@ from unittest import mock
 import pytest
 from PIL import Image
 
-from mmr1.plot import main, read_metrics
-from mmr1.training import cli_main
+from mmr1.cli import main as mmr1_main
+from mmr1.cli.train import cli_main
+from mmr1.plot import read_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+
+def main(argv: list[str]) -> int:
+    return mmr1_main(["plot", *argv])
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_plot_renders_loss_lr_and_validation_curves(tmp_path, capsys):

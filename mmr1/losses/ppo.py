@@ -1,4 +1,4 @@
-"""Preference, PPO and distillation maths, as plain functions.
+"""PPO maths, as plain functions: GAE, KL-penalised rewards, the clipped policy and value losses.
 
 Shapes: N sequences, L completion tokens, V vocabulary.
 """
@@ -8,26 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-
-
-def sequence_logprob(token_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Sum of log-probs over the real tokens: [N, L], [N, L] -> [N]."""
-    return (token_logprobs * mask.float()).sum(dim=1)
-
-
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-             ref_rejected: torch.Tensor, beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
-    """DPO (Rafailov et al. 2023) on sequence log-probs [N]: -log σ(β[(πc - rc) - (πr - rr)]).
-
-    Returns (loss, reward margin [N] = β·((πc - rc) - (πr - rr)), detached)."""
-    margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))  # [N]
-    return -F.logsigmoid(margin).mean(), margin.detach()
-
-
-def bradley_terry_loss(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor) -> torch.Tensor:
-    """Reward-model loss on scalar scores [N]: -log σ(s_chosen - s_rejected)."""
-    return -F.logsigmoid(chosen_scores - rejected_scores).mean()
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
@@ -91,19 +71,3 @@ def ppo_loss(logprobs, old_logprobs, advantages, values, old_values, returns, ma
         clip_fraction = mean(((unclipped - clipped).abs() > 0).float())
     return PPOLoss(policy_loss + value_coef * value_loss - entropy_coef * entropy_mean,
                    policy_loss.detach(), value_loss.detach(), entropy_mean.detach(), clip_fraction)
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      temperature: float = 2.0, alpha: float = 0.5, ignore_index: int = -100) -> torch.Tensor:
-    """α·τ²·KL(teacher_τ || student_τ) + (1-α)·CE(student, labels), over positions whose label is
-    not ignored. Logits [N, L, V] (already aligned with labels [N, L]); teacher and student must
-    share the vocabulary."""
-    if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"teacher_logits: expected the student's shape {list(student_logits.shape)}, got "
-                         f"{list(teacher_logits.shape)} (teacher and student must share the vocabulary)")
-    keep = labels != ignore_index  # [N, L]
-    s, t = student_logits[keep].float(), teacher_logits[keep].float()  # [n, V]
-    soft = F.kl_div(F.log_softmax(s / temperature, -1), F.log_softmax(t / temperature, -1), log_target=True,
-                    reduction="batchmean") * temperature ** 2
-    hard = F.cross_entropy(s, labels[keep])
-    return alpha * soft + (1 - alpha) * hard

@@ -1,4 +1,4 @@
-"""`mmr1 sample`: rejection sampling, the R1 step between the RL stages.
+"""Rejection sampling, the R1 step between the RL stages (`mmr1 sample`).
 
     mmr1 sample --checkpoint F --manifest rl.jsonl --n 8 --min-reward 1 --out sft.jsonl [--rewards accuracy=1,format=1]
     mmr1 sample --checkpoint F --synth-n 64 --out sft.jsonl          the built-in synthetic records
@@ -11,7 +11,6 @@ non-empty answer). Kept responses become SFT records: the original fields with `
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
@@ -19,29 +18,15 @@ from typing import Mapping, Optional
 
 import torch
 
-from mmr1.rl.rewards import Rewards, parse_strict
+from mmr1.datamodules.prompt import parse_response
+from mmr1.rl.rewards import Rewards
 from mmr1.rl.rollout import decode_completions, sample_groups
-
-
-def parse_rewards(text: str) -> dict[str, float]:
-    """'accuracy=1,format=0.5' -> {'accuracy': 1.0, 'format': 0.5}."""
-    weights = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, _, value = item.rpartition("=")
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = None
-        if weight is None or not name.strip():
-            raise ValueError(f"--rewards: expected NAME=WEIGHT pairs like 'accuracy=1,format=0.5', got {item!r}")
-        weights[name.strip()] = weight
-    return weights
 
 
 def passing(texts: list[str], totals: list[float], min_reward: float) -> list[tuple[str, str]]:
     """(reasoning, answer) of each response reaching min_reward that is well-formed with a non-empty reasoning
     and answer (an empty <think></think> would teach the SFT stage not to think)."""
-    parsed = [parse_strict(text) for text in texts]
+    parsed = [parse_response(text) for text in texts]
     return [(r, a) for (r, a), total in zip(parsed, totals) if total >= min_reward and r and a]
 
 
@@ -68,7 +53,7 @@ def rejection_sample(checkpoint: str | Path, out: str | Path, manifest: Optional
     from mmr1.datamodules.collate import Collator
     from mmr1.datamodules.manifest import read_manifest
     from mmr1.datamodules.records import RecordProcessor
-    from mmr1.inference import load_model
+    from mmr1.checkpoint import load_model
 
     if n < 1 or batch_size < 1 or max_per_record < 0:
         raise ValueError(f"n and batch_size must be >= 1, max_per_record >= 0; got {n}, {batch_size}, {max_per_record}")
@@ -114,39 +99,3 @@ def rejection_sample(checkpoint: str | Path, out: str | Path, manifest: Optional
     if summary is not None:
         Path(summary).write_text(json.dumps(counts, indent=2) + "\n")
     return counts
-
-
-def add_command(subparsers, debug_parent: argparse.ArgumentParser) -> None:
-    """Register `sample` with `set_defaults(run=fn)`."""
-    parser = subparsers.add_parser("sample", parents=[debug_parent], help="rejection sampling -> an SFT manifest")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint folder or a Lightning .ckpt")
-    parser.add_argument("--manifest", type=Path, help="RL records (question + answer + media); default: synthetic")
-    parser.add_argument("--synth-n", type=int, default=64, help="without --manifest: synthetic records to sample")
-    parser.add_argument("--out", type=Path, required=True, help="the SFT manifest to write (JSONL)")
-    parser.add_argument("--n", type=int, default=8, help="responses sampled per record")
-    parser.add_argument("--min-reward", type=float, default=1.0, help="keep responses whose total reward is >= this")
-    parser.add_argument("--rewards", help="NAME=WEIGHT,… (default accuracy=1,format=0.5)")
-    parser.add_argument("--max-per-record", type=int, default=1,
-                        help="distinct kept responses written per record; 0 = all")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--batch-size", type=int, default=4, help="records per sampling batch (x n sequences)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, …")
-    parser.add_argument("--summary", type=Path, help="also write the counts here (JSON)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(run=run_sample)
-
-
-def run_sample(args: argparse.Namespace) -> int:
-    counts = rejection_sample(args.checkpoint, args.out, args.manifest, args.n, args.min_reward,
-                              parse_rewards(args.rewards) if args.rewards is not None else None,
-                              args.max_new_tokens, args.temperature, args.top_p, args.batch_size,
-                              args.max_per_record, args.synth_n, args.seed, args.device, args.summary,
-                              progress=not args.no_progress)
-    print(f"sampled {counts['samples']} responses for {counts['records']} records; kept {counts['kept']} "
-          f"(keep rate {counts['keep_rate']:.1%}) from {counts['records_kept']} records; wrote {counts['written']} "
-          f"SFT records to {args.out}")
-    return 0
-

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from mmr1.datamodules.commands import main
 from mmr1.datamodules.tokenizer import Tokenizer
+from mmr1.cli import main as mmr1_main
+
+
+def main(argv: list[str]) -> int:
+    """`mmr1 data ARGV` through the command table (one-line errors, exit status)."""
+    return mmr1_main(["data", *argv])
 
 
 def test_synth_then_check(tmp_path, capsys):
@@ -58,10 +63,9 @@ def test_tokenizer_command(tmp_path, capsys):
     assert "missing.txt" in capsys.readouterr().err
 
 
-def test_usage_errors_exit_nonzero():
-    with pytest.raises(SystemExit) as exit:
-        main(["synth", "--n", "3"])
-    assert exit.value.code == 2
+def test_usage_errors_are_one_line_and_exit_2(capsys):
+    assert main(["synth", "--n", "3"]) == 2
+    assert capsys.readouterr().err == "mmr1 data: the following arguments are required: --out\n"
 
 
 @pytest.fixture

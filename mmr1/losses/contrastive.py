@@ -1,4 +1,4 @@
-"""The objectives' maths as plain functions: contrastive, next-token and masked-modelling losses."""
+"""Contrastive (CLIP-style InfoNCE) loss across modalities and ranks, and in-batch retrieval recall."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100  # label of positions outside the loss
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp: the temperature never drops below 1/100
 
 Gather = Callable[[torch.Tensor], list[torch.Tensor]]
@@ -59,42 +58,3 @@ def recall_at_1(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.T
     sim = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T  # [B, B]
     target = torch.arange(a.shape[0], device=a.device)
     return (sim.argmax(1) == target).float().mean(), (sim.argmax(0) == target).float().mean()
-
-
-def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean CE of logits [..., V] against labels [...] where labels != -100; 0 (with grad) when none are."""
-    valid = labels != IGNORE
-    if not valid.any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits[valid].float(), labels[valid])
-
-
-def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token CE: logits [B, T, V] at t predict labels [B, T] at t + 1 (labels unshifted, -100 ignored)."""
-    return token_cross_entropy(logits[:, :-1], labels[:, 1:])
-
-
-def mlm_loss(logits: torch.Tensor, text_labels: torch.Tensor) -> torch.Tensor:
-    """Masked-language-model CE: logits [B, L, V] at each masked position against text_labels [B, L]."""
-    return token_cross_entropy(logits, text_labels)
-
-
-def masked_regression_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """MSE of pred/target [B, N, F] averaged over the masked items mask [B, N]; 0 (with grad) when none are."""
-    if not mask.any():
-        return pred.sum() * 0.0
-    return ((pred.float() - target.float()) ** 2).mean(-1)[mask].mean()
-
-
-def masked_token_loss(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """CE of logits [B, N, K] against codes [B, N] over the masked items mask [B, N] only (discrete MIM)."""
-    return token_cross_entropy(logits, codes.masked_fill(~mask, IGNORE))
-
-
-def normalised_patches(pixels: torch.Tensor, patch: int) -> torch.Tensor:
-    """pixels [B, 3, H, W] → [B, N, patch*patch*3] patches, each normalised to zero mean, unit variance (MAE)."""
-    B, C, H, W = pixels.shape
-    x = pixels.reshape(B, C, H // patch, patch, W // patch, patch)
-    x = x.permute(0, 2, 4, 3, 5, 1).reshape(B, (H // patch) * (W // patch), patch * patch * C)  # [B, N, p*p*C]
-    mean, var = x.mean(-1, keepdim=True), x.var(-1, keepdim=True)
-    return (x - mean) / (var + 1e-6).sqrt()

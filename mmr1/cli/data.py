@@ -1,35 +1,32 @@
-"""`mmr1 data synth|digits|check|tokenizer|convert`: make, validate, tokenize and convert datasets."""
+"""`mmr1 data synth|digits|check|tokenizer|convert`: make, validate, tokenize and convert datasets (the logic:
+`mmr1.datamodules`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional
 
+from mmr1.cli.common import parser_for
 from mmr1.config import PRESETS, Config
 from mmr1.datamodules.records import OBJECTIVES, TEXT_FIELDS
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Run one `mmr1 data` command; `argv` is what follows `data`. Returns the exit status."""
+def main(argv: list[str]) -> int:
+    """`mmr1 data`:
+
+    mmr1 data synth --out data/synth --n 200        synthetic image + audio reasoning records
+    mmr1 data check train.jsonl --objective sft     validate a manifest exactly as training will
+    """
     args = _parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"mmr1 data {args.command}: {e}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # the reader stopped early (`| head`): nothing more to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush cannot fail again
-        return 1
+    return args.run(args)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mmr1 data", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = parser_for(main, "data")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="synth|digits|check|tokenizer|convert")
 
     synth = commands.add_parser("synth", help="write synthetic reasoning records (JSONL + PNG + WAV)")
     synth.add_argument("--out", required=True, type=Path, help="output folder")
@@ -101,7 +98,7 @@ def _check(args: argparse.Namespace) -> int:
     from mmr1.datamodules.manifest import BadRecord, ManifestDataset
     from mmr1.datamodules.records import RecordProcessor
 
-    config = _checkpoint_config(args.checkpoint) if args.checkpoint else Config.from_name(args.preset)
+    config = Config.from_checkpoint(args.checkpoint) if args.checkpoint else Config.from_name(args.preset)
     dataset = ManifestDataset(args.manifest, RecordProcessor.from_config(config), args.objective,
                               skip_bad_records=True, encode=_encoder(args, config))
     failures = list(dataset.skipped)
@@ -121,14 +118,6 @@ def _check(args: argparse.Namespace) -> int:
     total = len(dataset.records) + len(dataset.skipped)
     _print_summary(args.manifest, total, fields, answers, seconds, sorted(failures))
     return 1 if failures else 0
-
-
-def _checkpoint_config(folder: Path) -> Config:
-    from mmr1.checkpoint import read_config
-
-    data = read_config(folder, "MultimodalModel")
-    data.pop("architecture")
-    return Config.from_dict(data)
 
 
 def _encoder(args: argparse.Namespace, config: Config) -> Callable[[dict], dict]:
