@@ -174,8 +174,8 @@ class Pipeline:
 
     def _train(self, name: str, spec: dict, previous_model: Optional[Path], folder: Path) -> Path:
         import lightning as L
-        from lightning.pytorch.callbacks import ModelCheckpoint
-        from lightning.pytorch.loggers import CSVLogger
+        from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+        from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
         from mmr1.callbacks import add_run_callbacks
 
@@ -197,8 +197,10 @@ class Pipeline:
         trainer_args = {"accelerator": "auto", "devices": 1, "max_steps": spec["steps"], "limit_val_batches": 0,
                         "log_every_n_steps": 10, "enable_progress_bar": self.progress,
                         "enable_model_summary": False, **(spec.get("trainer") or {})}
-        trainer = add_run_callbacks(L.Trainer(logger=CSVLogger(folder, name="", version=""), default_root_dir=folder,
-                                              callbacks=[checkpoints], **trainer_args))
+        loggers = [CSVLogger(folder, name="", version=""), TensorBoardLogger(folder, name="", version="")]  # as fit
+        callbacks = [checkpoints] + ([RichProgressBar()] if self.progress else [])
+        trainer = add_run_callbacks(L.Trainer(logger=loggers, default_root_dir=folder, callbacks=callbacks,
+                                              **trainer_args))
         last = folder / "checkpoints" / "last.ckpt"
         trainer.fit(module, data, ckpt_path=str(last) if last.is_file() else None)
         if spec["objective"] == "contrastive":  # retrieval R@1 on held-out pairs, beside chance
