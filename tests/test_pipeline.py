@@ -46,8 +46,8 @@ def test_the_whole_recipe_runs_resumes_and_reruns_one_stage(tmp_path, monkeypatc
         assert {"accuracy", "format_rate", "mean_reward", "accuracy_no_image", "accuracy_no_audio", "minutes"} <= set(row)
     assert {"r1_chance"} <= set(summary[0]) and any(k.startswith("r1_") and k != "r1_chance" for k in summary[0])
     assert (tmp_path / "run" / "rejection" / "samples.jsonl").is_file()
-    for stage in ("pretrain", "sft"):  # logged like `mmr1 fit`: metrics.csv and TensorBoard events
-        assert (tmp_path / "run" / stage / "metrics.csv").is_file()
+    for stage in ("pretrain", "sft"):  # logged like `mmr1 fit`: CSV (hparams.yaml; metrics.csv once a step logs)
+        assert (tmp_path / "run" / stage / "hparams.yaml").is_file()  # and TensorBoard events
         assert any((tmp_path / "run" / stage).glob("events.out.tfevents.*"))
     final = MultimodalModel.from_pretrained(tmp_path / "run" / "final")
     assert final.config.core.n_layers == 2  # the distilled student
