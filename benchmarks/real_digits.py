@@ -21,25 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+from mmr1_commands import ROOT, exported, run
+
 from mmr1.datamodules.digits import SPEAKERS, perceived_digits
 
-ROOT = Path(__file__).resolve().parents[1]
 FSDD = ROOT.parent / "shared" / "data" / "fsdd"
-MMR1 = [sys.executable, "-m", "mmr1"]
-
-
-def run(args: list[str]) -> str:
-    """Run one mmr1 command (echoed), return its stdout; stop with its stderr tail when it fails."""
-    print("$ mmr1 " + " ".join(args), flush=True)
-    done = subprocess.run(MMR1 + args, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"mmr1 {args[0]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return done.stdout
 
 
 def manifests(data: Path) -> list[str]:
@@ -67,12 +56,8 @@ def fit(config: str, out: Path, data_args: list[str], steps: int | None, init_fr
     if val_every is not None:
         args += ["--trainer.val_check_interval", str(val_every)]
     start = time.perf_counter()
-    lines = run(args).strip().splitlines()
-    minutes = (time.perf_counter() - start) / 60
-    exported = [line for line in lines if line.startswith("exported ")]
-    if not exported:
-        sys.exit(f"mmr1 fit --config {config}: no 'exported FOLDER' line in its output")
-    return exported[-1].removeprefix("exported "), minutes
+    stdout = run(args)
+    return exported(stdout, f"mmr1 fit --config {config}"), (time.perf_counter() - start) / 60
 
 
 def score(model: str, manifest: Path, out: Path) -> dict:
@@ -107,6 +92,8 @@ def main() -> None:
     parser.add_argument("--text-steps", type=int, default=None, help="default: the config's")
     parser.add_argument("--sft-steps", type=int, default=None, help="default: the config's")
     parser.add_argument("--grpo-steps", type=int, default=None, help="default: the config's; 0 skips GRPO")
+    parser.add_argument("--configs", type=Path, default=Path("configs"), help="the folder holding the "
+                        "digits_{contrastive,text,sft,grpo}.yaml to run (default: the shipped ones)")
     parser.add_argument("--val-every", type=int, default=None, help="validation interval in steps (default: "
                         "the configs'); for short smoke runs")
     args = parser.parse_args()
@@ -115,16 +102,16 @@ def main() -> None:
     data = out / "data"
     run(["data", "digits", "--out", str(data), "--fsdd", str(args.fsdd), "--test-speaker", args.speaker,
          "--train", str(args.train), "--test", str(args.test)])
-    aligned, minutes = fit("configs/digits_contrastive.yaml", out / "contrastive", manifests(data),
-                           args.contrastive_steps, None, args.val_every)
-    reader, more = fit("configs/digits_text.yaml", out / "text", texts(data, aligned), args.text_steps, aligned,
-                       args.val_every)
+    config = {stage: str(args.configs / f"digits_{stage}.yaml") for stage in ("contrastive", "text", "sft", "grpo")}
+    aligned, minutes = fit(config["contrastive"], out / "contrastive", manifests(data), args.contrastive_steps, None,
+                           args.val_every)
+    reader, more = fit(config["text"], out / "text", texts(data, aligned), args.text_steps, aligned, args.val_every)
     minutes += more
-    sft, more = fit("configs/digits_sft.yaml", out / "sft", manifests(data), args.sft_steps, reader, args.val_every)
+    sft, more = fit(config["sft"], out / "sft", manifests(data), args.sft_steps, reader, args.val_every)
     minutes += more
     stages = {"cold-start SFT": (sft, minutes)}
     if args.grpo_steps != 0:
-        grpo, more = fit("configs/digits_grpo.yaml", out / "grpo", manifests(data), args.grpo_steps, sft,
+        grpo, more = fit(config["grpo"], out / "grpo", manifests(data), args.grpo_steps, sft,
                          args.val_every)
         stages["GRPO"] = (grpo, minutes + more)
 

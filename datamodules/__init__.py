@@ -10,6 +10,7 @@ _EXPORTS = {
     "Tokenizer": "tokenizer",
     "format_prompt": "prompt", "format_response": "prompt", "parse_response": "prompt",
     "ImageProcessor": "processors", "AudioProcessor": "processors", "ImageAugment": "processors",
+    "AudioAugment": "processors",
     "Synth": "synth",
     "RecordProcessor": "records", "ManifestDataset": "manifest", "SynthDataset": "synth_dataset",
     "Collator": "collate",

@@ -17,10 +17,23 @@ from torch.utils.data import DataLoader, Dataset
 from mmr1.config import Config
 from mmr1.datamodules.collate import Collator
 from mmr1.datamodules.manifest import ManifestDataset
+from mmr1.datamodules.processors import AudioAugment, ImageAugment
 from mmr1.datamodules.records import RecordProcessor
 from mmr1.datamodules.skips import SANITY, STAGES, SkipLedger
 from mmr1.datamodules.synth import Synth
 from mmr1.datamodules.synth_dataset import SynthDataset
+
+def _settings(kind: type, value, name: str):
+    """A settings dataclass from itself, a mapping of its fields (YAML; LightningCLI's hparams keep it so) or None."""
+    if value is None or isinstance(value, kind):
+        return value
+    if isinstance(value, dict):
+        try:
+            return kind(**value)
+        except TypeError as e:
+            raise ValueError(f"{name}: {e}") from e
+    raise ValueError(f"{name}: expected a mapping of {kind.__name__} fields, got {type(value).__name__}")
+
 
 class MultimodalDataModule(L.LightningDataModule):
     """Shared machinery; subclasses only pick the objective."""
@@ -46,6 +59,8 @@ class MultimodalDataModule(L.LightningDataModule):
         difficulty: Optional[int] = None,
         max_length: Optional[int] = None,
         augment: bool = True,
+        image_augment: Optional[ImageAugment | dict] = None,
+        audio_augment: Optional[AudioAugment | dict] = None,
     ):
         """
         Args:
@@ -61,10 +76,14 @@ class MultimodalDataModule(L.LightningDataModule):
             synth_*_size / difficulty: size and difficulty (1..3, None = mixed) of the synthetic splits.
             max_length: longest core sequence in tokens (a longer record is an error); None = what the
                 core takes beside the largest prefix (`core_text_limit`).
-            augment: image augmentation on the training split.
+            augment: augmentation on the training split (False turns every kind off).
+            image_augment: its image settings; None = `ImageAugment()` (light colour jitter only).
+            audio_augment: its waveform settings; None = `AudioAugment()` (none; SpecAugment is the encoder's).
         """
         super().__init__()
-        self.save_hyperparameters(ignore=["config"])
+        self.save_hyperparameters(ignore=["config"])  # under LightningCLI, as written in the config
+        self.image_augment = _settings(ImageAugment, image_augment, "image_augment")
+        self.audio_augment = _settings(AudioAugment, audio_augment, "audio_augment")
         self.config = config or Config.from_name(preset)
         self.manifests = {"train": train_manifest, "val": val_manifest, "test": test_manifest}
         self.synth_sizes = {"train": synth_train_size, "val": synth_val_size, "test": synth_test_size}
@@ -83,7 +102,8 @@ class MultimodalDataModule(L.LightningDataModule):
                     self.datasets[split] = dataset
 
     def _dataset(self, split: str) -> Optional[Dataset]:
-        processors = RecordProcessor.from_config(self.config, train=split == "train" and self.hparams.augment)
+        processors = RecordProcessor.from_config(self.config, split == "train" and self.hparams.augment,
+                                                 self.image_augment, self.audio_augment)
         if not any(self.manifests.values()):
             synth = Synth(self.hparams.seed, split, self.hparams.difficulty, self.config.vision.image_size
                           if self.config.vision is not None else 32)

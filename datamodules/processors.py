@@ -29,6 +29,17 @@ class ImageAugment:
     saturation: float = 0.0
     hue: float = 0.0  # > 0 changes colours, which questions ask about
     hflip: bool = False  # questions may say left or right
+    rotate: float = 0.0  # RandomAffine: largest rotation in degrees, either way
+    translate: float = 0.0  # RandomAffine: largest shift as a fraction of the width and of the height
+    scale: tuple[float, float] = (1.0, 1.0)  # RandomAffine: zoom range; (1, 1) keeps the size
+
+
+@dataclass
+class AudioAugment:
+    """Training-time augmentation of waveforms (SpecAugment, on log-mel, is the audio encoder's)."""
+
+    speed: tuple[float, ...] = (1.0,)  # speed perturbation (Kaldi's 0.9, 1.0, 1.1): one factor drawn per
+    # clip; tempo and pitch change together, as between speakers
 
 
 class ImageProcessor:
@@ -44,6 +55,9 @@ class ImageProcessor:
                 steps.append(v2.ColorJitter(augment.brightness, augment.contrast, augment.saturation, augment.hue))
             if augment.hflip:
                 steps.append(v2.RandomHorizontalFlip())
+            if augment.rotate or augment.translate or tuple(augment.scale) != (1.0, 1.0):
+                shift = (augment.translate, augment.translate) if augment.translate else None
+                steps.append(v2.RandomAffine(augment.rotate, translate=shift, scale=tuple(augment.scale)))
         steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg.mean), list(cfg.std))]
         self.transform = v2.Compose(steps)
 
@@ -89,9 +103,14 @@ def _to_tensor(image: Image.Image | torch.Tensor) -> torch.Tensor:
 class AudioProcessor:
     """WAV/FLAC/OGG file or array → mono float32 waveform at cfg.sample_rate."""
 
-    def __init__(self, cfg: AudioConfig):
+    def __init__(self, cfg: AudioConfig, train: bool = False, augment: Optional[AudioAugment] = None):
         self.sample_rate = cfg.sample_rate
         self.max_seconds = cfg.max_seconds
+        factors = list((augment or AudioAugment()).speed)
+        if not factors or any(not 0.5 <= f <= 2.0 for f in factors):
+            raise ValueError(f"speed: expected factors between 0.5 and 2.0, got {factors}")
+        self.speed = (torchaudio.transforms.SpeedPerturbation(cfg.sample_rate, factors)
+                      if train and factors != [1.0] else None)
 
     def __call__(self, source: AudioSource, sample_rate: Optional[int] = None) -> tuple[torch.Tensor, int]:
         """(waveform [S], S). Arrays (see `audio_array`) are at `sample_rate` (default: the model's)."""
@@ -109,6 +128,8 @@ class AudioProcessor:
             raise ValueError(f"{where}: samples hold NaN or Inf")
         if sample_rate != self.sample_rate:
             wave = torchaudio.functional.resample(wave, sample_rate, self.sample_rate)
+        if self.speed is not None:
+            wave = self.speed(wave.float())[0]  # [S / factor]
         return wave.float(), wave.numel()
 
     def _read(self, path: str | Path) -> tuple[np.ndarray, int]:

@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from mmr1.config import Config
-from mmr1.datamodules.processors import AudioProcessor, ImageAugment, ImageProcessor
+from mmr1.datamodules.processors import AudioAugment, AudioProcessor, ImageAugment, ImageProcessor
 
 OBJECTIVES = ("sft", "rl", "paired", "masked", "preference")
 TEXT_FIELDS = ("id", "image", "audio", "text", "question", "answer", "reasoning", "caption", "chosen", "rejected")
@@ -90,10 +90,11 @@ class RecordProcessor:
 
     @classmethod
     def from_config(cls, config: Config, train: bool = False,
-                    augment: Optional[ImageAugment] = None) -> "RecordProcessor":
+                    augment: Optional[ImageAugment] = None,
+                    audio_augment: Optional[AudioAugment] = None) -> "RecordProcessor":
         """Processors for the modalities the model has; media of the others are ignored."""
         return cls(ImageProcessor(config.vision, train, augment) if config.vision is not None else None,
-                   AudioProcessor(config.audio) if config.audio is not None else None)
+                   AudioProcessor(config.audio, train, audio_augment) if config.audio is not None else None)
 
     def __call__(self, record: dict, root: Optional[Path] = None) -> dict:
         """The example; ValueError('image: ...'/'audio: ...') when a file does not decode."""

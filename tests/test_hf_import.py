@@ -6,6 +6,7 @@ transformers' LlamaForCausalLM read from the same GGUF.
 """
 
 import json
+import math
 
 import pytest
 import torch
@@ -94,8 +95,8 @@ def test_bad_sources_are_named(tmp_path):
 # ---- the real SmolLM2-135M-Instruct ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    """(transformers LlamaForCausalLM, its tokenizer, imported mmr1 model, mmr1 tokenizer), loaded once:
-    de-quantising the GGUF takes ~35 s on 2 cores."""
+    """(transformers LlamaForCausalLM, its tokenizer, imported mmr1 model, mmr1 tokenizer, the import folder),
+    loaded once: de-quantising the GGUF takes ~35 s on 2 cores."""
     pytest.importorskip("gguf", reason="the gguf package is not installed (pip install gguf)")
     from mmr1.hf_import import default_gguf, import_pretrained, load_transformers
 
@@ -107,7 +108,7 @@ def smollm2(tmp_path_factory):
     out = tmp_path_factory.mktemp("smollm2")
     import_pretrained(hf, hf_tokenizer, out, name=path.stem)
     model, tokenizer = load_model(out)
-    return hf, hf_tokenizer, model, tokenizer
+    return hf, hf_tokenizer, model, tokenizer, out
 
 
 def chat_ids(hf_tokenizer, question: str) -> torch.Tensor:
@@ -117,7 +118,7 @@ def chat_ids(hf_tokenizer, question: str) -> torch.Tensor:
 
 @pytest.mark.slow
 def test_smollm2_import_has_the_real_model(smollm2):
-    hf, hf_tokenizer, model, tokenizer = smollm2
+    hf, hf_tokenizer, model, tokenizer, _ = smollm2
     cfg = model.core.config
     assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.tie_embeddings) == (30, 576, 9, 3, True)
     assert cfg.vocab_size == len(hf_tokenizer) + len(SPECIAL_TOKENS) == 49152 + 11
@@ -129,7 +130,7 @@ def test_smollm2_import_has_the_real_model(smollm2):
 def test_smollm2_logits_match_transformers(smollm2):
     """On real chat prompts the imported core's logits over the original vocabulary equal
     transformers' (fp32, within 1e-4): the special-token rows change none of them."""
-    hf, hf_tokenizer, model, tokenizer = smollm2
+    hf, hf_tokenizer, model, tokenizer, _ = smollm2
     n_old = len(hf_tokenizer)
     for question in QUESTIONS:
         ids = chat_ids(hf_tokenizer, question)
@@ -142,10 +143,45 @@ def test_smollm2_logits_match_transformers(smollm2):
 
 @pytest.mark.slow
 def test_smollm2_greedy_decoding_matches_transformers(smollm2):
-    hf, hf_tokenizer, model, _ = smollm2
+    hf, hf_tokenizer, model, _, _ = smollm2
     ids = chat_ids(hf_tokenizer, "Write a short story about a robot who learns to paint.")
     T = ids.shape[1]
     expected = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=64, do_sample=False)
     assert expected.shape[1] == T + 64  # the story is longer than 64 tokens: no early eos
     ours = model.core.generate(ids, max_new_tokens=64)
     assert ours[0, T:].tolist() == expected[0, T:].tolist()
+
+
+@pytest.mark.slow
+def test_lora_sft_of_smollm2_lowers_its_held_out_loss_on_gsm8k(smollm2, shared_data, tmp_path):
+    """A short LoRA SFT (rank 8 on q/v, the base frozen) of the real model on real grade-school problems in
+    mmr1's answer format lowers the loss on problems it never saw, and only the adapters change."""
+    import lightning as L
+
+    from mmr1.datamodules.datamodules import SFTDataModule
+    from mmr1.datamodules.gsm8k import read_gsm8k, shortest
+    from mmr1.objectives import SFTModule
+
+    folder = smollm2[4]
+    gsm8k = shared_data / "gsm8k"
+    if not (gsm8k / "train.jsonl").is_file():
+        pytest.skip(f"GSM8K not found under {gsm8k}")
+    manifests = {}
+    for split, source, n in (("train", "train.jsonl", 48), ("val", "test.jsonl", 16)):
+        manifests[split] = tmp_path / f"{split}.jsonl"
+        manifests[split].write_text("".join(json.dumps(r) + "\n" for r in shortest(read_gsm8k(gsm8k / source), n)))
+    module = SFTModule(init_from=str(folder), lora={"r": 8, "targets": ["q_proj", "v_proj"]}, lr=2e-3,
+                       warmup_steps=2)
+    frozen = module.model.core.layers[0].mlp.gate_proj.weight.detach().clone()
+    data = SFTDataModule(train_manifest=str(manifests["train"]), val_manifest=str(manifests["val"]),
+                         config=module.config, tokenizer=str(folder), batch_size=4)
+    trainer = L.Trainer(accelerator="cpu", max_steps=12, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=4, val_check_interval=12)
+    before = trainer.validate(module, data, verbose=False)[0]["val/loss"]
+    trainer.fit(module, data)
+    after = trainer.validate(module, data, verbose=False)[0]["val/loss"]
+    assert math.isfinite(before) and after < 0.8 * before, (before, after)
+    trained = {n for n, p in module.model.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n for n in trained)
+    torch.testing.assert_close(module.model.core.layers[0].mlp.gate_proj.weight, frozen, atol=0, rtol=0)

@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="the dataset's JSONL file")
     convert.add_argument("--out", required=True, type=Path, help="the manifest to write")
     convert.add_argument("--split", default=None, help="split name in record ids (default: the input's stem)")
+    convert.add_argument("--shortest", type=int, default=None, metavar="N",
+                         help="keep only the N problems with the shortest question + solution (CPU-sized runs)")
     convert.set_defaults(run=_convert)
     return parser
 
@@ -178,7 +180,7 @@ def _tokenizer(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from mmr1.datamodules.gsm8k import convert
 
-    n = convert(args.source, args.out, args.split)
+    n = convert(args.source, args.out, args.split, args.shortest)
     print(f"wrote {n} {args.dataset} records to {args.out}")
     return 0
 

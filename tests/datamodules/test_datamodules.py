@@ -55,6 +55,23 @@ def test_image_size_and_text_tokenizer_follow_the_model_config():
     assert batch["input_ids"][:, 0].eq(1).all()  # the core keeps mmr1's vocabulary: <s> = 1
 
 
+def test_augmentation_settings_come_as_mappings_and_apply_to_training_only():
+    dm = SFTDataModule(**SMALL, difficulty=3, image_augment={"rotate": 10, "translate": 0.1},
+                       audio_augment={"speed": [0.9, 1.1]})
+    dm.setup("fit")
+    train, val = dm.datasets["train"].processors, dm.datasets["val"].processors
+    assert dm.image_augment.rotate == 10 and train.audio.speed is not None and val.audio.speed is None
+    assert any(type(step).__name__ == "RandomAffine" for step in train.image.transform.transforms)
+    assert not any(type(step).__name__ == "RandomAffine" for step in val.image.transform.transforms)
+    off = SFTDataModule(**SMALL, augment=False, audio_augment={"speed": [0.9, 1.1]})
+    off.setup("fit")
+    assert off.datasets["train"].processors.audio.speed is None
+    with pytest.raises(ValueError, match="image_augment: .*unexpected keyword argument 'rotation'"):
+        SFTDataModule(**SMALL, image_augment={"rotation": 10})
+    with pytest.raises(ValueError, match="audio_augment: expected a mapping of AudioAugment fields, got float"):
+        SFTDataModule(**SMALL, audio_augment=0.9)
+
+
 def test_manifests_define_only_their_splits(tmp_path):
     manifest = write(tmp_path, n=6, seed=2)
     dm = RLPromptDataModule(train_manifest=str(manifest), batch_size=3)

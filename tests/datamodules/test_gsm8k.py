@@ -30,6 +30,19 @@ def test_convert_command_names_the_bad_line(tmp_path, capsys):
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_convert_keeps_the_shortest_problems_in_file_order(tmp_path, capsys):
+    source = tmp_path / "train.jsonl"
+    problems = [("A long question about apples and pears?", "3 + 4 = 7 and 7 * 2 = 14", "14"), ("1+1?", "1+1=2", "2"),
+                ("What is 2+3?", "2+3=5", "5"), ("9-4?", "9-4=5", "5")]
+    source.write_text("".join(json.dumps({"question": q, "answer": f"{s}\n#### {a}"}) + "\n" for q, s, a in problems))
+    out = tmp_path / "short.jsonl"
+    assert main(["convert", "gsm8k", "--in", str(source), "--out", str(out), "--shortest", "2"]) == 0
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["gsm8k-train-2", "gsm8k-train-4"]
+    assert "wrote 2 gsm8k records" in capsys.readouterr().out
+    assert main(["convert", "gsm8k", "--in", str(source), "--out", str(out), "--shortest", "0"]) == 2
+    assert "shortest: expected n >= 1, got 0" in capsys.readouterr().err
+
+
 @pytest.fixture
 def gsm8k(shared_data, tmp_path) -> dict:
     """The real GSM8K files converted with `mmr1 data convert gsm8k`: split -> (source, manifest, records)."""

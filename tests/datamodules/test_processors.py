@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from mmr1.config import AudioConfig, VisionConfig
-from mmr1.datamodules.processors import AudioProcessor, ImageAugment, ImageProcessor
+from mmr1.datamodules.processors import AudioAugment, AudioProcessor, ImageAugment, ImageProcessor
 
 VISION = VisionConfig(image_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
@@ -62,6 +62,17 @@ def test_augmentation_only_when_training():
     torch.manual_seed(0)
     assert not torch.equal(train(image), train(image))
     assert train(image).shape == (3, 32, 32)
+
+
+def test_affine_augmentation_moves_the_digit_when_training_only():
+    image = Image.fromarray(np.stack([digit_image()] * 3, -1))
+    augment = ImageAugment(brightness=0.0, contrast=0.0, rotate=15, translate=0.15, scale=(0.85, 1.15))
+    assert torch.equal(ImageProcessor(VISION, augment=augment)(image), ImageProcessor(VISION)(image))
+    train = ImageProcessor(VISION, train=True, augment=augment)
+    torch.manual_seed(0)
+    views = torch.stack([train(image) for _ in range(8)])  # [8, 3, 32, 32]
+    centres = [(v[0] - v[0].min()).nonzero().float().mean(0) for v in views]  # where the ink is
+    assert views.shape == (8, 3, 32, 32) and len({tuple(c.round().tolist()) for c in centres}) > 1
 
 
 def test_unreadable_image_names_the_file(tmp_path):
@@ -120,3 +131,23 @@ def test_too_long_and_unreadable_audio(tmp_path):
         AudioProcessor(AudioConfig())(bad)
     with pytest.raises(ValueError, match="missing.wav"):
         AudioProcessor(AudioConfig())(tmp_path / "missing.wav")
+
+
+def test_speed_perturbation_when_training_only(tmp_path):
+    rate, n = 8000, 4000
+    path = tmp_path / "tone.wav"
+    soundfile.write(path, 0.5 * np.sin(2 * np.pi * 400 * np.arange(n) / rate).astype(np.float32), rate)
+    config = AudioConfig(sample_rate=rate)
+    augment = AudioAugment(speed=(0.9, 1.1))
+    assert AudioProcessor(config, augment=augment)(path)[1] == n  # evaluation: as recorded
+    train = AudioProcessor(config, train=True, augment=augment)
+    torch.manual_seed(0)
+    lengths = set()
+    for _ in range(12):
+        wave, length = train(path)
+        lengths.add(length)
+        peak = np.fft.rfftfreq(length, 1 / rate)[np.abs(np.fft.rfft(wave.numpy())).argmax()]
+        assert abs(peak - 400 * n / length) < 5  # faster is shorter and higher, as Kaldi's speed perturbation
+    assert lengths == {math.ceil(n / 0.9), math.ceil(n / 1.1)}  # as torchaudio sizes a resampled clip
+    with pytest.raises(ValueError, match=r"speed: expected factors between 0.5 and 2.0, got \[3.0\]"):
+        AudioProcessor(config, train=True, augment=AudioAugment(speed=(3.0,)))
