@@ -93,3 +93,23 @@ def import_pretrained(model, hf_tokenizer, out: str | Path, name: str = "importe
     """Write a transformers Llama/Qwen2 causal LM and its tokenizer as an mmr1 checkpoint folder."""
     mmr1_model, tokenizer = convert(model, hf_tokenizer, name)
     return mmr1_model.save_pretrained(out, tokenizer)
+
+
+def with_pretrained_core(folder: str | Path, config):
+    """(MultimodalModel, Tokenizer): fresh encoders and fusion from `config` around the core of the checkpoint
+    folder `folder` (e.g. an `mmr1 import` output), whose weights, vocabulary and chat template are kept as
+    they are. The first step of the LLaVA recipe: align the new parts with the core frozen, then tune.
+
+        mmr1 init --preset tiny --core runs/smollm2 --out runs/smollm2_mm
+    """
+    from mmr1.checkpoint import load_model
+    from mmr1.model import MultimodalModel
+
+    pretrained, tokenizer = load_model(folder)
+    config = dataclasses.replace(config, name=f"{config.name}+{pretrained.config.name}",
+                                 core=pretrained.config.core)
+    if config.text is not None and config.text.pretrained is None:
+        config.text = dataclasses.replace(config.text, vocab_size=config.core.vocab_size)  # the core's vocabulary
+    model = MultimodalModel(config)
+    model.core.load_state_dict(pretrained.core.state_dict())
+    return model, tokenizer

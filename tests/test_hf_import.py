@@ -84,6 +84,44 @@ def test_prompts_are_built_on_the_chat_template(tiny_hf_folder, tmp_path, capsys
     assert answered["prompt_tokens"] == n_prompt and answered["completion_tokens"] <= 4
 
 
+def test_encoders_around_a_pretrained_core_train_with_the_core_frozen(tiny_hf_folder, tmp_path):
+    """The LLaVA recipe's start: `mmr1 init --core` puts fresh encoders and fusion around the imported core
+    (weights, vocabulary and chat template kept), and SFT with `freeze: [core]` trains only the new parts."""
+    import lightning as L
+
+    from mmr1.datamodules.datamodules import SFTDataModule
+    from mmr1.objectives import SFTModule
+
+    imported, multimodal = tmp_path / "imported", tmp_path / "multimodal"
+    assert main(["import", "--hf", str(tiny_hf_folder), "--out", str(imported)]) == 0
+    overrides = json.dumps({"vision": {"stem": "conv"}, "fusion": {"resampler_tokens": 0}})
+    assert main(["init", "--preset", "tiny", "--overrides", overrides, "--core", str(imported),
+                 "--out", str(multimodal)]) == 0
+    text_only, tokenizer = load_model(imported)
+    model, mm_tokenizer = load_model(multimodal)
+    assert model.config.modalities == ("image", "audio", "text") and model.config.vision.stem == "conv"
+    assert model.config.core == text_only.config.core and model.config.text.vocab_size == len(tokenizer)
+    assert mm_tokenizer.backend.get_vocab() == tokenizer.backend.get_vocab()
+    assert mm_tokenizer.chat_template == tokenizer.chat_template
+    ids = torch.tensor([tokenizer.encode(format_prompt(QUESTIONS[2], (), tokenizer))])
+    with torch.no_grad():
+        torch.testing.assert_close(model.core(ids).logits, text_only.core(ids).logits, atol=0, rtol=0)
+
+    module = SFTModule(init_from=str(multimodal), freeze=["core"], lr=1e-2, warmup_steps=1)
+    core = {n: p.detach().clone() for n, p in module.model.core.named_parameters()}
+    fusion = {n: p.detach().clone() for n, p in module.model.fusion.named_parameters()}
+    data = SFTDataModule(config=module.config, tokenizer=str(multimodal), batch_size=2, synth_train_size=4,
+                         synth_val_size=2, difficulty=3)  # synthetic image + audio questions
+    L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, limit_val_batches=0).fit(module, data)
+    assert all(torch.equal(p, core[n]) for n, p in module.model.core.named_parameters())
+    assert any(not torch.equal(p, fusion[n]) for n, p in module.model.fusion.named_parameters())
+    with pytest.raises(ValueError, match="--overrides: applies to a --preset"):
+        from mmr1.cli.model import init
+
+        init(["--config", str(multimodal / "config.json"), "--overrides", "{}", "--out", str(tmp_path / "x")])
+
+
 def test_bad_sources_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="--hf: .* has no config.json"):
         from mmr1.hf_import import load_transformers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from mmr1.cli.common import checkpoint_args, parser_for
@@ -11,10 +12,15 @@ def init(argv: list[str]) -> int:
     """`mmr1 init`:
 
     mmr1 init --preset tiny --out runs/tiny
+    mmr1 init --preset tiny --core runs/smollm2 --out runs/smollm2_mm     fresh encoders around a pretrained core
     """
     parser = parser_for(init, "init")
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--config", type=Path, help="a config.json instead of a preset")
+    parser.add_argument("--overrides", type=json.loads, default=None, metavar="JSON",
+                        help='nested preset overrides, e.g. \'{"vision": {"stem": "conv"}}\'')
+    parser.add_argument("--core", type=Path, metavar="FOLDER", help="take the core, its vocabulary and chat "
+                        "template from this checkpoint folder (e.g. `mmr1 import` output); the rest from the preset")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -25,7 +31,17 @@ def init(argv: list[str]) -> int:
     from mmr1.model import MultimodalModel
 
     torch.manual_seed(args.seed)
-    config = Config.from_file(args.config) if args.config else Config.from_name(args.preset)
+    if args.config and args.overrides is not None:
+        raise ValueError("--overrides: applies to a --preset, not to a --config file")
+    config = Config.from_file(args.config) if args.config else Config.from_name(args.preset, **(args.overrides or {}))
+    if args.core is not None:
+        from mmr1.hf_import import with_pretrained_core
+
+        model, tokenizer = with_pretrained_core(args.core, config)
+        model.save_pretrained(args.out, tokenizer)
+        print(f"saved {model.config.name}: fresh {', '.join(model.config.modalities)} encoders and fusion around the "
+              f"core of {args.core} ({_count(model) / 1e6:.2f}M parameters) to {args.out}")
+        return 0
     tokenizer = Tokenizer.default()
     if len(tokenizer) > config.core.vocab_size:
         raise ValueError(f"core.vocab_size={config.core.vocab_size} is smaller than the tokenizer's "
