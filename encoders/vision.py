@@ -35,6 +35,7 @@ class VisionEncoder(nn.Module):
             self.model = VisionTransformer(
                 img_size=cfg.image_size, patch_size=1 if cfg.stem == "conv" else cfg.patch_size, embed_dim=cfg.width,
                 depth=cfg.depth, num_heads=cfg.n_heads, mlp_ratio=cfg.mlp_ratio, num_classes=0,
+                global_pool=cfg.pool, class_token=cfg.pool == "token", fc_norm=False,  # tokens leave normalised
                 **({"embed_layer": conv_stem(cfg.patch_size, cfg.width)} if cfg.stem == "conv" else {}),
             )
         self.width: int = self.model.num_features

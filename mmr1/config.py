@@ -43,6 +43,9 @@ class VisionConfig:
     mlp_ratio: float = 4.0  # hidden width of the ViT MLP / width
     stem: Literal["patch", "conv"] = "patch"  # patch: one linear patch projection (ViT); conv: stride-2 3×3
     # convolutions down to the patch grid (Xiao et al. 2021, "Early Convolutions Help Transformers See Better")
+    pool: Literal["token", "avg"] = "token"  # the pooled state (contrastive objectives): the class token's, or the
+    # mean of the patch tokens with no class token (timm's global_pool="avg"), which depends on the image from
+    # the first step
     weights: Optional[str] = None  # local timm-format state dict (.safetensors or .pth)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # normalisation the ViT expects
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -50,6 +53,7 @@ class VisionConfig:
     def __post_init__(self) -> None:
         self.mean, self.std = tuple(self.mean), tuple(self.std)
         _require(self.stem in ("patch", "conv"), "vision.stem", f"must be 'patch' or 'conv', got {self.stem!r}")
+        _require(self.pool in ("token", "avg"), "vision.pool", f"must be 'token' or 'avg', got {self.pool!r}")
         if self.timm_name is None:
             _divisible(self.image_size, self.patch_size, "vision.image_size", "vision.patch_size")
         if self.stem == "conv":
