@@ -12,9 +12,11 @@ exactly as a user would type them (each command is printed before it runs):
 For the held-out speaker it prints exact-answer accuracy, perception accuracy (the pictured and the
 spoken digit the model writes in its reasoning, each scored), accuracy with the image or the audio
 withheld, format rate, and minutes of training. Hyper-parameters were chosen on the val split (the
-training speakers' held-out takes and held-out images), never on the test speaker.
+training speakers' held-out takes and held-out images) and on runs holding out a third speaker (george),
+never on the reported test speakers (theo, lucas).
 
     .venv/bin/python benchmarks/real_digits.py --speaker theo [--out runs/real_digits] [--grpo-steps 0]
+        [--configs DIR]      your own digits_{contrastive,text,sft,grpo}.yaml instead of the shipped ones
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from mmr1.datamodules.skips import SANITY, STAGES, SkipLedger
 from mmr1.datamodules.synth import Synth
 from mmr1.datamodules.synth_dataset import SynthDataset
 
+
 def _settings(kind: type, value, name: str):
     """A settings dataclass from itself, a mapping of its fields (YAML; LightningCLI's hparams keep it so) or None."""
     if value is None or isinstance(value, kind):
