@@ -91,6 +91,17 @@ class Tokenizer:
                    names.get("bos_token", "<s>") if template else "<s>",
                    names.get("eos_token", "</s>") if template else "</s>", template)
 
+    def to_dict(self) -> dict:
+        """The whole tokenizer as plain data (an objective's `.ckpt` stores it): `from_dict` gives it back."""
+        return {"json": self.backend.to_str(), "pad_token": self.pad_token, "mask_token": self.mask_token,
+                "bos_token": self.bos_token, "eos_token": self.eos_token, "chat_template": self.chat_template}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Tokenizer":
+        """`to_dict`'s data back as a Tokenizer (data from before bos/eos/chat_template were kept: mmr1's own)."""
+        return cls(tokenizers.Tokenizer.from_str(data["json"]), data["pad_token"], data["mask_token"],
+                   data.get("bos_token", "<s>"), data.get("eos_token", "</s>"), data.get("chat_template"))
+
     def save(self, folder: str | Path) -> Path:
         """Write tokenizer.json + tokenizer_config.json (AutoTokenizer-loadable)."""
         from transformers import PreTrainedTokenizerFast

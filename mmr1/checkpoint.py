@@ -221,13 +221,13 @@ def export_ckpt(ckpt_path: str | Path, out_folder: str | Path) -> Path:
 def load_objective_weights(model: nn.Module, checkpoint: dict) -> nn.Module:
     """Load the model weights of an objective's `.ckpt` into `model` (a MultimodalModel); adapters trained
     with LoRA (`checkpoint["mmr1_lora"]`) are injected, loaded, then merged into plain Linear layers."""
-    from mmr1.lora import apply_lora, merge_lora_in_place
+    from mmr1.lora import adapter_settings, apply_lora, merge_lora_in_place
 
     state = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint.get("state_dict", {}).items()
              if k.startswith(MODEL_PREFIX)}
     lora = checkpoint.get("mmr1_lora")
     if lora is not None:
-        apply_lora(model, **lora)
+        apply_lora(model, **adapter_settings(lora))
     model.load_state_dict(state)
     return merge_lora_in_place(model) if lora is not None else model
 
@@ -236,11 +236,7 @@ def stored_tokenizer(stored: Optional[dict]):
     """The tokenizer an objective stored in its `.ckpt` as plain data (or the default one)."""
     from mmr1.datamodules.tokenizer import Tokenizer
 
-    if stored is None:
-        return Tokenizer.default()
-    import tokenizers
-
-    return Tokenizer(tokenizers.Tokenizer.from_str(stored["json"]), stored["pad_token"], stored["mask_token"])
+    return Tokenizer.default() if stored is None else Tokenizer.from_dict(stored)
 
 
 def export(checkpoint: str | Path, out: str | Path, quantize: Optional[str] = None, prune: Optional[float] = None,

@@ -6,6 +6,13 @@
 
 In place, an adapted Linear `….q_proj` becomes a peft layer holding `….q_proj.base_layer` (the frozen
 Linear) and `….q_proj.lora_A.default` / `lora_B.default`; merging puts the plain Linear back.
+
+    train_token_rows(model, [tokenizer.token_id("<think>"), ...])
+    ... the embedding (and LM head) rows of those tokens train too; every other row stays bit-identical ...
+
+Tokens a model never saw (the <think>/<answer> tokens `mmr1 import` adds to a pretrained vocabulary) start
+as the mean row: adapters on the Linear layers alone cannot make the model emit them, so their rows must
+train as well (what peft's `trainable_token_indices` does for transformers models).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import re
 from typing import Sequence, TypedDict
 
+import torch
 from torch import nn
 
 PARTS = {"core": "core", "vision": "vision", "audio": "audio", "text": "text_encoder", "fusion": "fusion"}
@@ -26,6 +34,12 @@ class LoraSettings(TypedDict, total=False):
     parts: list[str]  # where to look: core, vision, audio, text, fusion (default core)
     alpha: float | None  # the update is scaled by alpha / r (default alpha = 2r)
     dropout: float  # dropout on the adapters' input
+    trainable_tokens: list[str]  # tokens whose embedding and LM-head rows train too (`train_token_rows`)
+
+
+def adapter_settings(settings: LoraSettings) -> dict:
+    """The keyword arguments of `apply_lora` in `settings` (trainable_tokens need the tokenizer: `train_token_rows`)."""
+    return {k: v for k, v in settings.items() if k != "trainable_tokens"}
 
 
 def apply_lora(model: nn.Module, r: int, targets: Sequence[str], parts: Sequence[str] = ("core",),
@@ -68,3 +82,24 @@ def merge_lora_in_place(model: nn.Module) -> nn.Module:
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The trainable LoRA matrices."""
     return [p for name, p in model.named_parameters() if "lora_" in name and p.requires_grad]
+
+
+def train_token_rows(model: nn.Module, token_ids: Sequence[int]) -> None:
+    """Let the rows `token_ids` of the core's embedding and LM head (one matrix when tied) train beside the
+    adapters: every other row gets a zero gradient, so AdamW leaves it bit-identical (`mmr1.optim` puts these
+    matrices in the undecayed group). Idempotent for the same ids."""
+    core = model.core
+    vocab = core.embed_tokens.num_embeddings
+    ids = sorted(set(int(i) for i in token_ids))
+    if not ids or ids[0] < 0 or ids[-1] >= vocab:
+        raise ValueError(f"lora.trainable_tokens: expected ids in [0, {vocab}), got {list(token_ids)}")
+    for weight in {id(w): w for w in (core.embed_tokens.weight, core.lm_head.weight)}.values():  # [V, D]
+        if getattr(weight, "trainable_rows", None) is not None:
+            if weight.trainable_rows != ids:
+                raise ValueError(f"lora.trainable_tokens: rows {weight.trainable_rows} already train, not {ids}")
+            continue
+        keep = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)  # [V, 1]
+        keep[ids] = 1
+        weight.requires_grad_(True)
+        weight.trainable_rows = ids
+        weight.register_hook(lambda grad, keep=keep: grad * keep)

@@ -18,7 +18,8 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
         if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))
-        skip = p.ndim < 2 or id(p) in embeddings or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES
+        skip = (p.ndim < 2 or id(p) in embeddings or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES
+                or getattr(p, "trainable_rows", None) is not None)  # decay would move the frozen rows
         (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 

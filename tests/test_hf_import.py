@@ -122,6 +122,27 @@ def test_encoders_around_a_pretrained_core_train_with_the_core_frozen(tiny_hf_fo
         init(["--config", str(multimodal / "config.json"), "--overrides", "{}", "--out", str(tmp_path / "x")])
 
 
+def test_a_tuned_import_keeps_its_chat_template_and_eos_through_the_ckpt(tiny_hf_folder, tmp_path):
+    """An objective's `.ckpt` stores the whole tokenizer: its export prompts with the model's chat template and
+    stops at the model's eos (<|im_end|> for a chat model), as the import did."""
+    from mmr1.checkpoint import export_ckpt
+    from mmr1.datamodules.tokenizer import Tokenizer
+    from mmr1.objectives import SFTModule
+
+    imported = tmp_path / "imported"
+    assert main(["import", "--hf", str(tiny_hf_folder), "--out", str(imported)]) == 0
+    module = SFTModule(init_from=str(imported))
+    module.tokenizer = Tokenizer.from_pretrained(imported)
+    checkpoint = {"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()}}
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "sft.ckpt")
+    _, exported = load_model(export_ckpt(tmp_path / "sft.ckpt", tmp_path / "export"))
+    for name in ("chat_template", "bos_token", "eos_token", "pad_token", "mask_token"):
+        assert getattr(exported, name) == getattr(module.tokenizer, name), name
+    assert exported.eos_id == PreTrainedTokenizerFast.from_pretrained(tiny_hf_folder).eos_token_id
+    assert format_prompt(QUESTIONS[0], (), exported) == format_prompt(QUESTIONS[0], (), module.tokenizer)
+
+
 def test_bad_sources_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="--hf: .* has no config.json"):
         from mmr1.hf_import import load_transformers

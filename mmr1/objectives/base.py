@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from mmr1.config import Config
 from mmr1.datamodules.tokenizer import Tokenizer
-from mmr1.lora import LoraSettings, apply_lora, merge_lora_in_place
+from mmr1.lora import LoraSettings, adapter_settings, apply_lora, merge_lora_in_place, train_token_rows
 from mmr1.model import MultimodalModel
 from mmr1.optim import build_optimizer
 from mmr1.scaling import checkpoint_activations, compile_core, fill_absent_media, shard, shard_units
@@ -119,14 +119,15 @@ class ObjectiveModule(L.LightningModule):
             fsdp: shard each block and the rest across the data-parallel mesh (FSDP2); needs
                 `trainer.strategy: lightning.pytorch.strategies.ModelParallelStrategy`.
             lora: train LoRA adapters only (`mmr1.lora.apply_lora` keyword arguments), e.g.
-                {"r": 8, "targets": ["q_proj", "v_proj"], "parts": ["core"]}; merged on export.
+                {"r": 8, "targets": ["q_proj", "v_proj"], "parts": ["core"]}; merged on export. With
+                "trainable_tokens": ["<think>", ...] those tokens' embedding/LM-head rows train too.
         """
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(preset, overrides, init_from)
         freeze_parts(self.model, freeze)
         if lora is not None:
-            apply_lora(self.model, **lora)
+            apply_lora(self.model, **adapter_settings(lora))
         self.tokenizer = None  # set from the datamodule in `setup`; exported with the weights
         self._init_from = init_from
         self._scaled = False  # `configure_model` runs once per fit/validate/test; the knobs apply once
@@ -239,6 +240,14 @@ class ObjectiveModule(L.LightningModule):
                 raise ValueError(f"core.vocab_size: {self.config.core.vocab_size} is smaller than the tokenizer's "
                                  f"{len(self.tokenizer)} tokens")
             check_same_vocabulary(self._init_from, tokenizer)
+        tokens = (self.hparams.lora or {}).get("trainable_tokens")
+        if tokens:
+            if self.tokenizer is None:
+                raise ValueError("lora.trainable_tokens: needs the tokenizer, and the datamodule gives none")
+            unknown = [t for t in tokens if self.tokenizer.backend.token_to_id(t) is None]
+            if unknown:
+                raise ValueError(f"lora.trainable_tokens: {unknown} are not in the tokenizer's vocabulary")
+            train_token_rows(self.model, [self.tokenizer.token_id(t) for t in tokens])
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Store the config (and the LoRA settings, the tokenizer) as plain data, so `export_ckpt` needs no pickle."""
@@ -246,6 +255,5 @@ class ObjectiveModule(L.LightningModule):
         if self.hparams.lora is not None:
             checkpoint["mmr1_lora"] = dict(self.hparams.lora)
         if self.tokenizer is not None:
-            checkpoint["mmr1_tokenizer"] = {"json": self.tokenizer.backend.to_str(), "pad_token":
-                                            self.tokenizer.pad_token, "mask_token": self.tokenizer.mask_token}
+            checkpoint["mmr1_tokenizer"] = self.tokenizer.to_dict()
 

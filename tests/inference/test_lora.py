@@ -105,3 +105,45 @@ def test_objective_with_lora_steps_only_adapters_and_exports_plain_weights(tmp_p
         assert not any("lora_" in k or "base_layer" in k for k in model.state_dict())
         with torch.no_grad():
             torch.testing.assert_close(model(ids)[0].logits, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_trainable_tokens_train_only_their_rows_and_export(tmp_path, tied):
+    """lora.trainable_tokens: the <think>/<answer> rows of the embedding and LM head move with the adapters,
+    every other row stays bit-identical (no weight decay either), and the export keeps the trained rows."""
+    from mmr1.datamodules.tokenizer import Tokenizer
+
+    torch.manual_seed(0)
+    settings = {**LORA, "trainable_tokens": ["<think>", "<answer>"]}
+    overrides = {**TEXT_ONLY, "core": {"n_layers": 1, "tie_embeddings": tied}}
+    module = ObjectiveModule(overrides=overrides, lora=settings, warmup_steps=0, weight_decay=0.5)
+    module.tokenizer = Tokenizer.default()
+    module.setup("fit")
+    module.setup("validate")  # setup runs once per stage: the rows are made trainable once
+    rows = [module.tokenizer.token_id("<think>"), module.tokenizer.token_id("<answer>")]
+    core = module.model.core
+    before = {name: w.detach().clone() for name, w in (("embed", core.embed_tokens.weight), ("head", core.lm_head.weight))}
+    optimizer = module.configure_optimizers()["optimizer"]
+    ids = torch.cat((torch.randint(11, 500, (2, 8)), torch.tensor(rows).expand(2, 2)), dim=1)  # [2, 10]
+    for _ in range(2):
+        optimizer.zero_grad()
+        next_token_loss(module.model, ids).backward()
+        optimizer.step()
+    others = torch.ones(core.embed_tokens.num_embeddings, dtype=torch.bool)
+    others[rows] = False
+    for name, weight in (("embed", core.embed_tokens.weight), ("head", core.lm_head.weight)):
+        assert torch.equal(weight[others], before[name][others]), name
+        assert not torch.equal(weight[rows], before[name][rows]), name
+    exported = MultimodalModel.from_pretrained(module.export_model().save_pretrained(tmp_path / "export"))
+    torch.testing.assert_close(exported.core.embed_tokens.weight, core.embed_tokens.weight, atol=0, rtol=0)
+
+
+def test_trainable_tokens_errors():
+    from mmr1.datamodules.tokenizer import Tokenizer
+
+    module = ObjectiveModule(overrides=TEXT_ONLY, lora={**LORA, "trainable_tokens": ["<nope>"]})
+    with pytest.raises(ValueError, match="trainable_tokens"):
+        module.setup("fit")  # no tokenizer
+    module.tokenizer = Tokenizer.default()
+    with pytest.raises(ValueError, match=r"trainable_tokens: \['<nope>'\] are not in"):
+        module.setup("fit")
