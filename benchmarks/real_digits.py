@@ -3,7 +3,7 @@ held out) + a question that needs both. Everything runs through `mmr1` commands 
 exactly as a user would type them (each command is printed before it runs):
 
     mmr1 data digits --out OUT/data --fsdd ../shared/data/fsdd --test-speaker theo
-    mmr1 fit --config configs/digits_contrastive.yaml ...   perception alignment
+    mmr1 fit --config configs/digits_contrastive.yaml ...   perception alignment (then alignment_probe.py)
     mmr1 fit --config configs/digits_text.yaml ...          the core learns the task's text (causal LM)
     mmr1 fit --config configs/digits_sft.yaml ...           cold-start SFT (best val/loss exported)
     mmr1 fit --config configs/digits_grpo.yaml ...          GRPO from the SFT export
@@ -26,6 +26,7 @@ import json
 import time
 from pathlib import Path
 
+from alignment_probe import probe
 from mmr1_commands import ROOT, exported, run
 
 from mmr1.datamodules.digits import SPEAKERS, perceived_digits
@@ -107,6 +108,8 @@ def main() -> None:
     config = {stage: str(args.configs / f"digits_{stage}.yaml") for stage in ("contrastive", "text", "sft", "grpo")}
     aligned, minutes = fit(config["contrastive"], out / "contrastive", manifests(data), args.contrastive_steps, None,
                            args.val_every)
+    print("alignment probe (nearest class mean, chance 10%): " + json.dumps(
+        {k: round(v, 4) for k, v in probe(aligned, data).items()}), flush=True)
     reader, more = fit(config["text"], out / "text", texts(data, aligned), args.text_steps, aligned, args.val_every)
     minutes += more
     sft, more = fit(config["sft"], out / "sft", manifests(data), args.sft_steps, reader, args.val_every)

@@ -91,7 +91,9 @@ class AudioEncoder(nn.Module):
     def log_mel(
         self, waveform: torch.Tensor, lengths: torch.Tensor, sample_rate: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features [B, T, n_mels]: resampled log-mel, normalised per utterance, 0 past each clip; frame lengths [B]."""
+        """Features [B, T, n_mels]: resampled log-mel, normalised per utterance (or per mel band with
+        cfg.normalize="mel": cepstral mean and variance normalisation, which removes a fixed channel or
+        speaker spectral tilt), 0 past each clip; frame lengths [B]."""
         cfg = self.cfg
         sample_rate = cfg.sample_rate if sample_rate is None else sample_rate
         self._check_waveform(waveform, lengths, sample_rate)
@@ -104,9 +106,11 @@ class AudioEncoder(nn.Module):
         frame_lengths = self.frame_lengths(lengths)
         mask = torch.arange(features.shape[1], device=features.device) < frame_lengths[:, None]  # [B, T]
         weights = mask[..., None].float()  # [B, T, 1]
-        count = (weights.sum(dim=(1, 2)) * cfg.n_mels).clamp(min=1)[:, None, None]  # [B, 1, 1]
-        mean = (features * weights).sum(dim=(1, 2), keepdim=True) / count
-        var = ((features - mean) ** 2 * weights).sum(dim=(1, 2), keepdim=True) / count
+        per_band = cfg.normalize == "mel"
+        dims = (1,) if per_band else (1, 2)  # statistics over the frames of each band, or of the whole clip
+        count = (weights.sum(dim=1, keepdim=True) * (1 if per_band else cfg.n_mels)).clamp(min=1)  # [B, 1, 1]
+        mean = (features * weights).sum(dim=dims, keepdim=True) / count  # [B, 1, n_mels] or [B, 1, 1]
+        var = ((features - mean) ** 2 * weights).sum(dim=dims, keepdim=True) / count
         features = (features - mean) / torch.sqrt(var + 1e-5) * weights
         return features, frame_lengths
 

@@ -103,9 +103,12 @@ class AudioConfig:
     freq_mask: int = 8  # SpecAugment: widest frequency mask (0 disables), training only
     time_mask: int = 20  # SpecAugment: widest time mask in frames (0 disables), training only
     max_seconds: float = 30.0  # longest clip accepted
+    normalize: str = "utterance"  # log-mel: one mean/std per clip; "mel": per mel band over time (CMVN)
 
     def __post_init__(self) -> None:
         _divisible(self.width, self.n_heads, "audio.width", "audio.n_heads")
+        _require(self.normalize in ("utterance", "mel"), "audio.normalize",
+                 f"must be 'utterance' or 'mel', got {self.normalize!r}")
         _require(self.conv_kernel % 2 == 1, "audio.conv_kernel", f"must be odd, got {self.conv_kernel}")
 
 

@@ -21,4 +21,5 @@ def test_real_digits_benchmark_prints_the_table(tmp_path, shared_data):
     rows = [line for line in done.stdout.splitlines() if line.startswith("| cold-start SFT") or
             line.startswith("| GRPO")]
     assert len(rows) == 2 and all(row.count("%") == 6 for row in rows)
+    assert "alignment probe (nearest class mean, chance 10%): {\"image_digit_val\": " in done.stdout
     assert "$ mmr1 data digits" in done.stdout and "$ mmr1 eval" in done.stdout

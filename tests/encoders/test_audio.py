@@ -198,3 +198,23 @@ def test_a_frozen_copy_encodes_bit_for_bit_like_the_trainable_encoder():
         a = encoder(waveform, lengths, sample_rate=8000).tokens
         b = frozen(waveform, lengths, sample_rate=8000).tokens
     assert torch.equal(a, b)
+
+
+def test_per_band_normalisation_removes_a_fixed_spectral_tilt(speech):
+    """audio.normalize="mel" (CMVN): each band has mean 0 and std 1 over a clip's frames, and a fixed filter on
+    the clip (a channel, a voice's tilt: an offset per band in log-mel) moves the features far less than with
+    one mean/std per clip."""
+    waveform, lengths = pad_batch(speech[:1])
+    tilted = torchaudio.functional.lowpass_biquad(waveform, 8000, cutoff_freq=1000.0)  # [1, S]
+    change = {}
+    for normalize in ("utterance", "mel"):
+        encoder = AudioEncoder(AudioConfig(**{**CFG.__dict__, "sample_rate": 8000, "n_fft": 200,
+                                              "hop_length": 80, "normalize": normalize})).eval()
+        features, frames = encoder.log_mel(waveform, lengths, 8000)  # [1, T, n_mels]
+        if normalize == "mel":
+            torch.testing.assert_close(features[0].mean(0), torch.zeros(CFG.n_mels), atol=1e-4, rtol=0)
+            torch.testing.assert_close(features[0].std(0, unbiased=False), torch.ones(CFG.n_mels), atol=1e-3, rtol=0)
+        change[normalize] = (encoder.log_mel(tilted, lengths, 8000)[0] - features).abs().mean().item()
+    assert change["mel"] < 0.5 * change["utterance"], change
+    with pytest.raises(ValueError, match="audio.normalize"):
+        AudioConfig(normalize="cmvn")
