@@ -26,7 +26,7 @@ class ContrastiveModule(ObjectiveModule):
     """One projection per modality into a shared space and one learnable temperature per modality pair."""
 
     def __init__(self, *args, embed_dim: int = 64, init_temperature: float = 0.07,
-                 pairs: Optional[Sequence[str]] = None, **kwargs):
+                 pairs: Optional[Sequence[str]] = None, center: bool = False, **kwargs):
         """
         Args:
             embed_dim: width of the shared space.
@@ -34,6 +34,11 @@ class ContrastiveModule(ObjectiveModule):
             pairs: the modality pairs to align, e.g. ["image_text", "audio_text"]; None = every pair of the
                 model's modalities. Leave out a pair whose two sides are unrelated in your data (an image and
                 a sound chosen independently): aligning them can only teach the encoders to memorise pairings.
+            center: subtract each modality's mean projected state over the batch's present rows (this rank's)
+                before the cosine. An encoder trained from scratch starts with nearly one pooled state for
+                every input (and texts that differ in one word, nearly one too): centred, what they share is
+                gone and their differences decide the logits from the first step. The pooled states the
+                later stages read are not changed; only the contrastive logits are.
         """
         super().__init__(*args, **kwargs)
         widths = {m: enc.width for m, enc in self.model._encoders().items()}
@@ -68,7 +73,10 @@ class ContrastiveModule(ObjectiveModule):
         """(projected pooled states [B, E], present [B]); zeros and absent when the batch lacks the modality."""
         projection = self.projections[modality]
         if modality in encoded:
-            return projection(encoded[modality].pooled), encoded[modality].present
+            projected, present = projection(encoded[modality].pooled), encoded[modality].present  # [B, E], [B]
+            if self.hparams.center and present.any():
+                projected = projected - projected[present].mean(dim=0, keepdim=True)
+            return projected, present
         zeros = projection.weight.new_zeros(B, projection.in_features)
         return projection(zeros), torch.zeros(B, dtype=torch.bool, device=zeros.device)
 

@@ -149,6 +149,27 @@ def test_contrastive_pairs_choose_what_is_aligned():
         ContrastiveModule(pairs=[])
 
 
+def test_contrastive_centering_removes_what_every_input_shares():
+    """center=True: a state every present row shares (an untrained encoder's common output) leaves the
+    projected embeddings unchanged, absent rows do not enter the mean; center=False keeps it."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    module = ContrastiveModule(pairs=["image_text"], center=True)
+    pooled = torch.randn(4, module.projections["image"].in_features)  # [B, W]
+    present = torch.tensor([True, True, True, False])
+    shared = 10 * torch.randn(1, pooled.shape[1])  # [1, W]
+
+    def embed(states):
+        return module._embed({"image": SimpleNamespace(pooled=states, present=present)}, "image", 4)[0]  # [B, E]
+
+    with torch.no_grad():
+        torch.testing.assert_close(embed(pooled + shared)[present], embed(pooled)[present], atol=1e-4, rtol=0)
+        assert embed(pooled)[present].sum(0).abs().max() < 1e-5
+        module.hparams.center = False
+        assert not torch.allclose(embed(pooled + shared), embed(pooled), atol=1e-2)
+
+
 def test_data_tokenizer_must_match_the_init_from_vocabulary(tmp_path):
     """A CLM stage from an export must read the text with that export's vocabulary, never a fresh one."""
     from mmr1.datamodules.tokenizer import Tokenizer
