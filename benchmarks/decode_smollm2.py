@@ -2,12 +2,20 @@
 transformers' LlamaForCausalLM.generate, both read from the same GGUF, in one run.
 
     .venv/bin/python benchmarks/decode_smollm2.py [--gguf FILE | --hf FOLDER] [--batches 1 8 --new 128 --repeats 3]
+        [--int8]   also time the core with int8 weights (`mmr1 export --quantize int8`): a quarter of the
+                   weight bytes, so not bound by the fp32 ceiling, and not the same arithmetic: it prints
+                   how many greedy tokens it decodes before the first that differs from the fp32 core's
 
 Prompts are real chat prompts (the model's template), left-padded in a batch. Both decode
 exactly `--new` tokens (no early stop at eos). The two are timed in alternation, so load
 from other processes hits both alike; on a busy machine use `--threads 1` (a parallel
 kernel waits for its descheduled second thread). Prints tokens/s and the ratio
 mmr1 / transformers (time of transformers / time of mmr1) for each batch size.
+
+Decoding a small batch in fp32 is bound by memory bandwidth: every step reads every weight once.
+So the run also measures this machine's copy bandwidth (a 256 MiB tensor copied, read + write bytes)
+and prints, per batch size, the weight bytes one step reads and the bandwidth each implementation
+reaches doing so: the share of the copy bandwidth left over is all any fp32 implementation can gain.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from mmr1.compress import quantize_int8
 from mmr1.hf_import import convert, default_gguf, load_transformers
 
 QUESTIONS = [
@@ -43,6 +52,23 @@ def best_times(fns, repeats: int) -> list[float]:
     return [min(t) for t in times]
 
 
+def copy_bandwidth(repeats: int, mib: int = 256) -> float:
+    """Bytes per second this machine moves copying a `mib` MiB fp32 tensor (bytes read + bytes written)."""
+    source = torch.randn(mib * 2**20 // 4)
+    target = torch.empty_like(source)
+    seconds = best_times([lambda: target.copy_(source)], repeats)[0]
+    return 2 * source.numel() * 4 / seconds
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the weights one decoding step reads: every parameter once (a tied head counted once), the
+    input embedding table excluded (a step reads B of its rows) unless it is the tied LM head."""
+    head = model.get_output_embeddings().weight
+    table = model.get_input_embeddings().weight
+    skip = set() if table is head else {id(table)}
+    return sum(p.numel() * p.element_size() for p in model.parameters() if id(p) not in skip)
+
+
 def chat_batch(hf_tokenizer, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """input_ids / attention_mask [batch, T] of `batch` chat prompts, left-padded."""
     texts = [hf_tokenizer.apply_chat_template([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
@@ -64,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--int8", action="store_true", help="also time the core with int8 weights")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -71,9 +98,13 @@ def main(argv: list[str] | None = None) -> None:
     hf, hf_tokenizer = load_transformers(gguf, args.hf)
     hf.generation_config.eos_token_id = None  # decode exactly --new tokens, like mmr1 with eos_token_id=None
     core = convert(hf, hf_tokenizer)[0].core
+    core_int8 = quantize_int8(core)[0] if args.int8 else None
     n_params = sum(p.numel() for p in hf.parameters()) / 1e6
     print(f"model: {(gguf or args.hf).name} ({n_params:.1f}M params); {args.new} new tokens, greedy, fp32, CPU, "
           f"{torch.get_num_threads()} threads; best of {args.repeats}")
+    bandwidth, step_bytes = copy_bandwidth(args.repeats), weight_bytes(hf)
+    print(f"memory: copy bandwidth {bandwidth / 1e9:.1f} GB/s; one decoding step reads {step_bytes / 1e6:.0f} MB of "
+          f"weights, so no fp32 implementation exceeds {bandwidth / step_bytes:.0f} steps/s")
 
     for batch in args.batches:
         ids, mask = chat_batch(hf_tokenizer, batch)
@@ -91,6 +122,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"batch {batch}: same greedy tokens as transformers: {same}")
         print(f"batch {batch}: mmr1 core + KV cache {tokens / t_ours:8.1f} tokens/s | transformers generate "
               f"{tokens / t_hf:8.1f} tokens/s | ratio mmr1 / transformers {t_hf / t_ours:.2f}x")
+        reached = [args.new * step_bytes / t / bandwidth for t in (t_ours, t_hf)]  # weight reads / copy bandwidth
+        print(f"batch {batch}: weight bytes read per second / copy bandwidth: mmr1 {reached[0]:.0%}, "
+              f"transformers {reached[1]:.0%}")
+        if core_int8 is not None:
+            def int8():
+                return core_int8.generate(ids, mask, max_new_tokens=args.new, eos_token_id=None)
+
+            same_prefix = (int8() == ours())[:, ids.shape[1]:].long().cumprod(dim=1).sum(dim=1)  # [B]
+            t_int8, t_hf = best_times([int8, theirs], args.repeats)
+            print(f"batch {batch}: mmr1 core int8 {tokens / t_int8:8.1f} tokens/s | ratio int8 / transformers fp32 "
+                  f"{t_hf / t_int8:.2f}x | greedy tokens before the first that differs from the fp32 core's: "
+                  f"{same_prefix.float().mean():.1f} of {args.new} (mean over rows)")
 
 
 if __name__ == "__main__":

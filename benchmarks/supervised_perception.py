@@ -1,0 +1,132 @@
+"""How well do the digits task's encoders perceive when told the answer? A supervised baseline: the image
+encoder and the audio encoder of the shipped digits model (configs/digits_contrastive.yaml's preset and
+overrides), each with a linear head, trained by cross-entropy on the digit labels of the training split —
+supervision the recipe never gets — and scored on the test split of `mmr1 data digits` (test images never
+trained on; every clip of the held-out speaker):
+
+    .venv/bin/python benchmarks/supervised_perception.py --speaker theo [--steps 600 --seeds 0 1 2] [--affine]
+
+--affine trains the image encoder on randomly rotated (10°), shifted (10%) and zoomed (0.9–1.1) images
+(`ImageAugment`, as `image_augment` gives any data module).
+
+The recipe's perception accuracies (README, `benchmarks/real_digits.py`) are read against these figures:
+where the recipe reaches what direct supervision of the same encoder on the same data reaches, the limit
+is the encoder and its training data (four voices, 1,257 images by other writers), not the recipe. It is a
+baseline, not a bound: the recipe can beat it (lucas's spoken digit, README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mmr1.config import Config
+from mmr1.datamodules.digits import SPEAKERS, split_clips, write_images
+from mmr1.datamodules.processors import AudioProcessor, ImageAugment, ImageProcessor, load_image
+from mmr1.encoders.audio import AudioEncoder
+from mmr1.encoders.vision import VisionEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+FSDD = ROOT.parent / "shared" / "data" / "fsdd"
+DIGITS_OVERRIDES = {"vision": {"stem": "conv"}, "fusion": {"resampler_tokens": 0}}  # digits_contrastive.yaml's
+AFFINE = ImageAugment(rotate=10, translate=0.1, scale=(0.9, 1.1))
+
+
+def pad(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """waveform [B, S] zero-padded, lengths [B]."""
+    lengths = torch.tensor([w.numel() for w in waves])
+    out = torch.zeros(len(waves), int(lengths.max()))
+    for row, wave in zip(out, waves):
+        row[:wave.numel()] = wave
+    return out, lengths
+
+
+class Probe(nn.Module):
+    """An encoder and a linear head on its pooled state."""
+
+    def __init__(self, encoder: nn.Module, width: int):
+        super().__init__()
+        self.encoder, self.head = encoder, nn.Linear(width, 10)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(*inputs).pooled)  # [B, 10]
+
+
+def train_and_score(probe: Probe, train: list, test: list, collate, steps: int, seed: int) -> float:
+    """Train on `train` for `steps` steps (batch 32; AdamW lr 1e-3, 20 warm-up steps, linear decay), then the
+    accuracy on `test`. `collate(items, train)` -> (encoder inputs, digits [B])."""
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps))
+    probe.train()
+    for _ in range(steps):
+        inputs, labels = collate(rng.sample(train, 32), True)
+        loss = nn.functional.cross_entropy(probe(*inputs), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(probe.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+    probe.eval()
+    right = 0
+    with torch.no_grad():
+        for start in range(0, len(test), 128):
+            inputs, labels = collate(test[start:start + 128], False)
+            right += (probe(*inputs).argmax(-1) == labels).sum().item()
+    return right / len(test)
+
+
+def supervised_accuracies(speaker: str, steps: int, seed: int, affine: bool = False,
+                          fsdd: Path = FSDD) -> dict[str, float]:
+    """{"image_digit": test-image accuracy, "spoken_digit": held-out-speaker accuracy} of one seed."""
+    config = Config.from_name("tiny", **DIGITS_OVERRIDES)
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as folder:
+        images = write_images(Path(folder), config.vision.image_size)
+        image_train = [(load_image(Path(folder) / path), digit) for path, digit in images["train"]]
+        image_test = [(load_image(Path(folder) / path), digit) for path, digit in images["test"]]
+    pixels = {True: ImageProcessor(config.vision, train=True, augment=AFFINE if affine else None),
+              False: ImageProcessor(config.vision)}
+    clips = split_clips(fsdd, speaker)
+    load_audio = AudioProcessor(config.audio)
+    audio_train = [(load_audio(path)[0], digit) for path, digit in clips["train"]]
+    audio_test = [(load_audio(path)[0], digit) for path, digit in clips["test"]]
+
+    def image_batch(items, train: bool):
+        return (torch.stack([pixels[train](image) for image, _ in items]),), torch.tensor([d for _, d in items])
+
+    def audio_batch(items, train: bool):
+        return pad([wave for wave, _ in items]), torch.tensor([digit for _, digit in items])
+
+    vision = Probe(VisionEncoder(config.vision), config.vision.width)
+    audio = Probe(AudioEncoder(config.audio), config.audio.width)
+    return {"image_digit": train_and_score(vision, image_train, image_test, image_batch, steps, seed),
+            "spoken_digit": train_and_score(audio, audio_train, audio_test, audio_batch, steps, seed)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--speaker", choices=SPEAKERS, default="theo", help="the held-out (test) speaker")
+    parser.add_argument("--steps", type=int, default=600, help="training steps of each encoder (batch 32)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--affine", action="store_true", help="affine augmentation of the training images")
+    parser.add_argument("--fsdd", type=Path, default=FSDD, help="the Free Spoken Digit Dataset folder")
+    args = parser.parse_args()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    for seed in args.seeds:
+        start = time.perf_counter()
+        accuracies = supervised_accuracies(args.speaker, args.steps, seed, args.affine, args.fsdd)
+        result = {k: round(v, 4) for k, v in accuracies.items()}
+        print(json.dumps({"speaker": args.speaker, "seed": seed, "steps": args.steps, "affine": args.affine, **result,
+                          "minutes": round((time.perf_counter() - start) / 60, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
