@@ -60,8 +60,8 @@ def convert(source: str | Path, out: str | Path, split: str | None = None, n_sho
     given); returns the number of records."""
     records = list(read_gsm8k(source, split))  # every line checked before anything is written
     if n_shortest is not None:
-        kept = {id(r) for r in shortest(records, n_shortest)}
-        records = [r for r in records if id(r) in kept]
+        kept = {r["id"] for r in shortest(records, n_shortest)}  # ids are unique: one per line of the file
+        records = [r for r in records if r["id"] in kept]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as f:
