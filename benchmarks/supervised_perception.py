@@ -11,7 +11,7 @@ trained on; every clip of the held-out speaker):
 
 The recipe's perception accuracies (README, `benchmarks/real_digits.py`) are read against these figures:
 where the recipe reaches what direct supervision of the same encoder on the same data reaches, the limit
-is the encoder and its training data (four voices, 1,257 images by other writers), not the recipe. It is a
+is the encoder and its training data (four voices, 1,257 training images), not the recipe. It is a
 baseline, not a bound: the recipe can beat it (lucas's spoken digit, README).
 """
 
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from mmr1.config import Config
+from mmr1.datamodules.collate import media
 from mmr1.datamodules.digits import SPEAKERS, split_clips, write_images
 from mmr1.datamodules.processors import AudioProcessor, ImageAugment, ImageProcessor, load_image
 from mmr1.encoders.audio import AudioEncoder
@@ -37,15 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FSDD = ROOT.parent / "shared" / "data" / "fsdd"
 DIGITS_OVERRIDES = {"vision": {"stem": "conv"}, "fusion": {"resampler_tokens": 0}}  # digits_contrastive.yaml's
 AFFINE = ImageAugment(rotate=10, translate=0.1, scale=(0.9, 1.1))
-
-
-def pad(waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """waveform [B, S] zero-padded, lengths [B]."""
-    lengths = torch.tensor([w.numel() for w in waves])
-    out = torch.zeros(len(waves), int(lengths.max()))
-    for row, wave in zip(out, waves):
-        row[:wave.numel()] = wave
-    return out, lengths
 
 
 class Probe(nn.Module):
@@ -100,10 +92,12 @@ def supervised_accuracies(speaker: str, steps: int, seed: int, affine: bool = Fa
     audio_test = [(load_audio(path)[0], digit) for path, digit in clips["test"]]
 
     def image_batch(items, train: bool):
-        return (torch.stack([pixels[train](image) for image, _ in items]),), torch.tensor([d for _, d in items])
+        batch = media([{"pixel_values": pixels[train](image), "audio_values": None} for image, _ in items])
+        return (batch["pixel_values"],), torch.tensor([digit for _, digit in items])  # [B, 3, H, W], [B]
 
     def audio_batch(items, train: bool):
-        return pad([wave for wave, _ in items]), torch.tensor([digit for _, digit in items])
+        batch = media([{"pixel_values": None, "audio_values": wave} for wave, _ in items])
+        return (batch["audio_values"], batch["audio_lengths"]), torch.tensor([digit for _, digit in items])
 
     vision = Probe(VisionEncoder(config.vision), config.vision.width)
     audio = Probe(AudioEncoder(config.audio), config.audio.width)
