@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
             return hf.generate(ids, attention_mask=mask, max_new_tokens=args.new, do_sample=False,
                                pad_token_id=hf_tokenizer.pad_token_id)
 
-        same = torch.equal(ours(), theirs())  # also the warm-up
+        greedy = ours()  # also the warm-up
+        same = torch.equal(greedy, theirs())
         t_ours, t_hf = best_times([ours, theirs], args.repeats)
         tokens = batch * args.new
         print(f"batch {batch}: same greedy tokens as transformers: {same}")
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             def int8():
                 return core_int8.generate(ids, mask, max_new_tokens=args.new, eos_token_id=None)
 
-            same_prefix = (int8() == ours())[:, ids.shape[1]:].long().cumprod(dim=1).sum(dim=1)  # [B]
+            same_prefix = (int8() == greedy)[:, ids.shape[1]:].long().cumprod(dim=1).sum(dim=1)  # [B]
             t_int8, t_hf = best_times([int8, theirs], args.repeats)
             print(f"batch {batch}: mmr1 core int8 {tokens / t_int8:8.1f} tokens/s | ratio int8 / transformers fp32 "
                   f"{t_hf / t_int8:.2f}x | greedy tokens before the first that differs from the fp32 core's: "

@@ -1,10 +1,10 @@
 """benchmarks/supervised_perception.py: its trainer learns what is learnable, and the script runs on the real data."""
 
 import json
-from types import SimpleNamespace
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
