@@ -341,6 +341,22 @@ def text_corpus(n: int = 2000, seed: int = 0) -> list[str]:
     return texts
 
 
+def write_text(path: str | Path, n: int, seed: int = 0, split: str = "train", difficulty: Optional[int] = None,
+               image_size: int = 32) -> Path:
+    """Write the text of n records (id, question, reasoning, answer; no media) as a JSONL corpus for
+    `TextDataModule`: the records `write` (and the data modules, at the model's image size) give, without
+    rendering their media."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    synth = Synth(seed, split, difficulty, image_size)
+    with path.open("w") as f:
+        for i in range(n):
+            spec = synth.spec(i)
+            f.write(json.dumps({"id": spec.id, "question": spec.question, "reasoning": spec.reasoning,
+                                "answer": spec.answer}) + "\n")
+    return path
+
+
 def write(out_dir: str | Path, n: int, seed: int = 0, split: str = "train", difficulty: Optional[int] = None,
           image_size: int = 32) -> Path:
     """Write n records as `{split}.jsonl` + `images/*.png` + `audio/*.wav`; returns the manifest path."""

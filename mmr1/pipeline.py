@@ -11,6 +11,9 @@ A stage whose metrics.json exists is done and skipped; a killed stage resumes fr
 `checkpoints/last.ckpt`. `--only NAME` runs one stage alone, `--rerun NAME` redoes it.
 The last model is copied to `<out_dir>/final`, and a table compares the stages.
 
+A `clm` stage trains the reasoning core alone as a causal LM on the training records' text (chat format,
+no media), packed into blocks: its `data:` takes `TextDataModule`'s options, and without `train_files`
+the text of `synth_train_size` built-in training records, written to `<stage>/text.jsonl`.
 A value "@stage" refers to another stage's output: its model folder, or for a
 rejection-sampling stage its manifest. `init_from: scratch` starts a stage from the preset
 (e.g. a smaller distillation student).
@@ -31,6 +34,7 @@ import yaml
 # objective -> (LightningModule class path, LightningDataModule class path)
 TRAINING = {
     "contrastive": ("mmr1.objectives.ContrastiveModule", "mmr1.datamodules.datamodules.PairedDataModule"),
+    "clm": ("mmr1.objectives.CLMModule", "mmr1.datamodules.text.TextDataModule"),
     "masked": ("mmr1.objectives.MaskedModule", "mmr1.datamodules.datamodules.MaskedDataModule"),
     "sft": ("mmr1.objectives.SFTModule", "mmr1.datamodules.datamodules.SFTDataModule"),
     "grpo": ("mmr1.objectives.GRPOModule", "mmr1.datamodules.datamodules.RLPromptDataModule"),
@@ -189,6 +193,8 @@ class Pipeline:
         L.seed_everything(self.recipe.seed, workers=True, verbose=False)
         module = _load(module_path)(**model_args)
         data_args = {"seed": self.recipe.seed, **self._resolve_refs(spec.get("data"))}
+        if spec["objective"] == "clm":
+            data_args = self._text_corpus(data_args, module.config, folder)
         if init_from is not None and (Path(init_from) / "tokenizer.json").is_file():
             data_args.setdefault("tokenizer", str(init_from))
         data = _load(data_path)(config=module.config, **data_args)
@@ -211,6 +217,19 @@ class Pipeline:
             recall["r1_chance"] = round(1 / data.hparams.batch_size, 4)
             (folder / "retrieval.json").write_text(json.dumps(recall, indent=2) + "\n")
         return folder / "export"  # written by ExportBest (mmr1.callbacks) when fit ended
+
+    def _text_corpus(self, data_args: dict, config, folder: Path) -> dict:
+        """A clm stage's data: its `train_files`, else the text of `synth_train_size` built-in training records."""
+        size = data_args.pop("synth_train_size", None)
+        if data_args.get("train_files"):
+            if size is not None:
+                raise ValueError(f"stage {folder.name!r}: give train_files or synth_train_size, not both")
+            return data_args
+        from mmr1.datamodules.synth import write_text
+
+        corpus = write_text(folder / "text.jsonl", size or 2000, self.recipe.seed, "train",
+                            image_size=config.vision.image_size if config.vision is not None else 32)
+        return {**data_args, "train_files": [str(corpus)]}
 
     def _sample(self, spec: dict, model_folder: Any, folder: Path) -> None:
         from mmr1.rl.rejection import rejection_sample

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from mmr1.cli import main
@@ -12,6 +13,7 @@ from mmr1.pipeline import Recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"batch_size": 4, "synth_train_size": 16, "synth_val_size": 4}
+SMALL_TEXT = {"batch_size": 2, "synth_train_size": 16, "block_size": 64}  # a clm stage's TextDataModule
 
 
 def micro_recipe(out_dir: Path) -> dict:
@@ -21,7 +23,8 @@ def micro_recipe(out_dir: Path) -> dict:
     for name, stage in recipe["stages"].items():
         if "steps" in stage:
             stage["steps"] = 2
-            stage["data"] = {**stage.get("data", {}), **{k: v for k, v in SMALL.items()
+            small = SMALL_TEXT if stage["objective"] == "clm" else SMALL
+            stage["data"] = {**stage.get("data", {}), **{k: v for k, v in small.items()
                                                          if "train_manifest" not in stage.get("data", {})}}
         if stage["objective"] == "grpo":
             stage["model"].update(group_size=2, micro_batch_size=4, max_new_tokens=8)
@@ -65,6 +68,27 @@ def test_the_whole_recipe_runs_resumes_and_reruns_one_stage(tmp_path, monkeypatc
     assert [s for s in stages if again[s] != after[s]] == ["sft"]
 
 
+def test_a_clm_stage_trains_the_core_on_the_records_text(tiny_checkpoint, tmp_path):
+    """Without train_files a clm stage writes the text of synth_train_size built-in training records and
+    trains on it; the encoders stay as they were; train_files and synth_train_size together are refused."""
+    from mmr1.pipeline import Pipeline
+
+    stage = {"objective": "clm", "steps": 2, "model": {"lr": 0.01, "warmup_steps": 1}, "data": SMALL_TEXT}
+    recipe = Recipe(out_dir=tmp_path / "run", stages={"text": stage}, eval_size=2, max_new_tokens=4)
+    pipeline = Pipeline(recipe, progress=False)
+    pipeline._train("text", stage, tiny_checkpoint, pipeline.stage_dir("text"))
+    corpus = [json.loads(line) for line in (tmp_path / "run" / "text" / "text.jsonl").read_text().splitlines()]
+    assert len(corpus) == 16 and corpus[0]["id"] == "synth-train-0-0" and "image" not in corpus[0]
+    before, after = MultimodalModel.from_pretrained(tiny_checkpoint), MultimodalModel.from_pretrained(
+        tmp_path / "run" / "text" / "export")
+    assert all(torch.equal(p, after.vision.state_dict()[k]) for k, p in before.vision.state_dict().items())
+    assert not torch.equal(before.core.embed_tokens.weight, after.core.embed_tokens.weight)
+
+    both = {**stage, "data": {**SMALL_TEXT, "train_files": [str(tmp_path / "x.jsonl")]}}
+    with pytest.raises(ValueError, match="train_files or synth_train_size, not both"):
+        pipeline._train("both", both, tiny_checkpoint, pipeline.stage_dir("both"))
+
+
 def test_recipe_errors_name_the_stage(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump({"stages": {"warmup": {"objective": "sft"}}}))
@@ -81,7 +105,7 @@ def test_recipe_errors_name_the_stage(tmp_path):
 
 def test_shipped_recipe_parses():
     recipe = Recipe.from_file(ROOT / "configs" / "r1_tiny.yaml")
-    assert list(recipe.stages) == ["pretrain", "cold_start", "grpo", "rejection", "sft", "grpo2", "distill"]
+    assert list(recipe.stages) == ["pretrain", "text", "cold_start", "grpo", "rejection", "sft", "grpo2", "distill"]
     assert list(Recipe.from_file(ROOT / "configs" / "r1_zero_tiny.yaml").stages) == ["pretrain", "grpo"]
 
 

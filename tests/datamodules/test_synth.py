@@ -10,7 +10,8 @@ import soundfile
 from PIL import Image
 from scipy import ndimage
 
-from mmr1.datamodules.synth import COLOURS, SAMPLE_RATE, Synth, write
+from mmr1.datamodules.synth import COLOURS, SAMPLE_RATE, Synth, write, write_text
+from mmr1.datamodules.text import render_record
 
 PALETTE = {"black": (0, 0, 0), **COLOURS}
 
@@ -129,6 +130,18 @@ def test_write_manifest(tmp_path):
         audio, rate = soundfile.read(tmp_path / record["audio"], dtype="float32")
         assert rate == SAMPLE_RATE and np.abs(audio - expected["audio"]).max() < 1e-3
         assert {"question", "reasoning", "caption", "chosen", "rejected", "id"} <= set(record)
+
+
+def test_write_text_is_the_records_text_without_media(tmp_path):
+    """The corpus of a pipeline `clm` stage: the same records the data modules render, at the model's image size."""
+    corpus = write_text(tmp_path / "deep" / "text.jsonl", n=20, seed=2, image_size=48)
+    records = [json.loads(line) for line in corpus.read_text().splitlines()]
+    assert len(records) == 20
+    for i, record in enumerate(records):
+        expected = Synth(seed=2, split="train", image_size=48).spec(i)
+        assert record == {"id": expected.id, "question": expected.question, "reasoning": expected.reasoning,
+                          "answer": expected.answer}
+    assert render_record(records[0]).endswith(f"<answer>{records[0]['answer']}</answer></s>")
 
 
 def test_bad_arguments():
