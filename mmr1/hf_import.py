@@ -52,6 +52,10 @@ def load_transformers(gguf: Optional[Path] = None, hf: Optional[Path] = None):
     folder, options = (source.parent, {"gguf_file": source.name}) if gguf is not None else (source, {})
     tokenizer = AutoTokenizer.from_pretrained(str(folder), **options)
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **options)
+    if gguf is not None and getattr(model, "hf_quantizer", None) is not None:
+        # the GGUF tensors are de-quantised to fp32 on load; without this, transformers' Trainer (and TRL)
+        # refuse to train the model as "purely quantized"
+        model.hf_quantizer.remove_quantization_config(model)
     return model.eval(), tokenizer
 
 
