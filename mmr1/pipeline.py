@@ -225,9 +225,11 @@ class Pipeline:
             if size is not None:
                 raise ValueError(f"stage {folder.name!r}: give train_files or synth_train_size, not both")
             return data_args
+        if size is not None and size < 1:
+            raise ValueError(f"stage {folder.name!r}: synth_train_size: expected >= 1 records, got {size}")
         from mmr1.datamodules.synth import write_text
 
-        corpus = write_text(folder / "text.jsonl", size or 2000, self.recipe.seed, "train",
+        corpus = write_text(folder / "text.jsonl", 2000 if size is None else size, self.recipe.seed, "train",
                             image_size=config.vision.image_size if config.vision is not None else 32)
         return {**data_args, "train_files": [str(corpus)]}
 

@@ -87,6 +87,9 @@ def test_a_clm_stage_trains_the_core_on_the_records_text(tiny_checkpoint, tmp_pa
     both = {**stage, "data": {**SMALL_TEXT, "train_files": [str(tmp_path / "x.jsonl")]}}
     with pytest.raises(ValueError, match="train_files or synth_train_size, not both"):
         pipeline._train("both", both, tiny_checkpoint, pipeline.stage_dir("both"))
+    empty = {**stage, "data": {**SMALL_TEXT, "synth_train_size": 0}}
+    with pytest.raises(ValueError, match="stage 'empty': synth_train_size: expected >= 1 records, got 0"):
+        pipeline._train("empty", empty, tiny_checkpoint, pipeline.stage_dir("empty"))
 
 
 def test_recipe_errors_name_the_stage(tmp_path):
