@@ -50,7 +50,7 @@ def problems(source: Path, n: int) -> list[dict]:
 
 
 class StepTimes:
-    """Wall seconds of each training step, and the mean response length, from either library's hooks."""
+    """Wall seconds of each training step, from either library's step hooks."""
 
     def __init__(self):
         self.seconds: list[float] = []

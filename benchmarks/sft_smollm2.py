@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from decode_smollm2 import add_model_source, best_times, model_source
 
+from mmr1.config import Config
 from mmr1.datamodules.collate import Collator
 from mmr1.datamodules.gsm8k import read_gsm8k
 from mmr1.hf_import import import_pretrained, load_transformers
@@ -32,6 +34,7 @@ from mmr1.objectives import SFTModule
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K_TRAIN = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+RANK, ALPHA = 16, 32  # the LoRA of configs/smollm2_gsm8k_sft.yaml, on both sides
 
 
 def gsm8k_batch(folder: Path, batch: int, source: Path) -> dict:
@@ -41,12 +44,12 @@ def gsm8k_batch(folder: Path, batch: int, source: Path) -> dict:
         records.append({**record, "pixel_values": None, "audio_values": None})
         if len(records) == batch:
             break
-    collate = Collator.for_model(SFTModule(init_from=str(folder)).config, "sft", tokenizer=str(folder))
+    collate = Collator.for_model(Config.from_checkpoint(folder), "sft", tokenizer=str(folder))
     out = collate(records)
     return {key: out[key] for key in ("input_ids", "attention_mask", "labels")}
 
 
-def step_timer(model: torch.nn.Module, loss_fn) -> callable:
+def step_timer(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor]) -> Callable[[], float]:
     """One training step (forward, loss, backward, AdamW on the trainable weights) as a function -> loss."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
@@ -63,7 +66,7 @@ def step_timer(model: torch.nn.Module, loss_fn) -> callable:
 def compare(folder: Path, hf_source: tuple, batch: dict, lora: bool, steps: int) -> None:
     from peft import LoraConfig, get_peft_model
 
-    settings = {"r": 16, "alpha": 32, "dropout": 0.0, "targets": TARGETS, "parts": ["core"]}
+    settings = {"r": RANK, "alpha": ALPHA, "dropout": 0.0, "targets": TARGETS, "parts": ["core"]}
     ours = SFTModule(init_from=str(folder), lora=settings if lora else None, lr=1e-5).train()
     hf, _ = load_transformers(*hf_source)
     hf.resize_token_embeddings(ours.config.core.vocab_size)  # mmr1's special tokens, rows as imported
@@ -72,7 +75,7 @@ def compare(folder: Path, hf_source: tuple, batch: dict, lora: bool, steps: int)
         if hf.get_output_embeddings().weight is not hf.get_input_embeddings().weight:  # an untied LM head
             hf.get_output_embeddings().weight.copy_(ours.model.core.lm_head.weight)
     if lora:
-        hf = get_peft_model(hf, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS))
+        hf = get_peft_model(hf, LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS))
     hf.train()
 
     def their_loss() -> torch.Tensor:
@@ -82,7 +85,7 @@ def compare(folder: Path, hf_source: tuple, batch: dict, lora: bool, steps: int)
         first = float(ours.losses(batch)["loss"]), float(their_loss())
     trainable = sum(p.numel() for p in ours.parameters() if p.requires_grad) / 1e6
     their_trainable = sum(p.numel() for p in hf.parameters() if p.requires_grad) / 1e6
-    name = "LoRA r16" if lora else "full fine-tuning"
+    name = f"LoRA r{RANK}" if lora else "full fine-tuning"
     print(f"{name}: loss before training: mmr1 {first[0]:.5f}, transformers {first[1]:.5f} "
           f"(|difference| {abs(first[0] - first[1]):.1e}); trainable weights {trainable:.2f}M / {their_trainable:.2f}M")
     ours_step = step_timer(ours, lambda: ours.losses(batch)["loss"])
@@ -90,8 +93,8 @@ def compare(folder: Path, hf_source: tuple, batch: dict, lora: bool, steps: int)
     ours_step(), their_step()  # warm-up: AdamW state, allocator
     t_ours, t_hf = best_times([ours_step, their_step], steps)
     tokens = int(batch["attention_mask"].sum())
-    print(f"{name}: mmr1 {t_ours * 1e3:7.0f} ms/step ({tokens / t_ours:6.0f} tokens/s) | transformers + "
-          f"{'peft' if lora else 'nothing'} {t_hf * 1e3:7.0f} ms/step ({tokens / t_hf:6.0f} tokens/s) | "
+    print(f"{name}: mmr1 {t_ours * 1e3:7.0f} ms/step ({tokens / t_ours:6.0f} tokens/s) | "
+          f"{'transformers + peft' if lora else 'transformers'} {t_hf * 1e3:7.0f} ms/step ({tokens / t_hf:6.0f} tokens/s) | "
           f"time mmr1 / transformers {t_ours / t_hf:.2f}")
 
 
