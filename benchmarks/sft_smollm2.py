@@ -24,26 +24,20 @@ from pathlib import Path
 
 import torch
 from decode_smollm2 import add_model_source, best_times, model_source
+from grpo_smollm2 import GSM8K_TRAIN, problems
 
 from mmr1.config import Config
 from mmr1.datamodules.collate import Collator
-from mmr1.datamodules.gsm8k import read_gsm8k
 from mmr1.hf_import import import_pretrained, load_transformers
 from mmr1.objectives import SFTModule
 
-ROOT = Path(__file__).resolve().parents[1]
-GSM8K_TRAIN = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 RANK, ALPHA = 16, 32  # the LoRA of configs/smollm2_gsm8k_sft.yaml, on both sides
 
 
 def gsm8k_batch(folder: Path, batch: int, source: Path) -> dict:
     """input_ids / attention_mask / labels [B, T] of the first `batch` GSM8K problems, as mmr1's SFT trains."""
-    records = []
-    for record in read_gsm8k(source):
-        records.append({**record, "pixel_values": None, "audio_values": None})
-        if len(records) == batch:
-            break
+    records = [{**record, "pixel_values": None, "audio_values": None} for record in problems(source, batch)]
     collate = Collator.for_model(Config.from_checkpoint(folder), "sft", tokenizer=str(folder))
     out = collate(records)
     return {key: out[key] for key in ("input_ids", "attention_mask", "labels")}
