@@ -99,21 +99,36 @@ def import_pretrained(model, hf_tokenizer, out: str | Path, name: str = "importe
     return mmr1_model.save_pretrained(out, tokenizer)
 
 
-def with_pretrained_core(folder: str | Path, config):
-    """(MultimodalModel, Tokenizer): fresh encoders and fusion from `config` around the core of the checkpoint
+def with_pretrained_core(folder: str | Path, config, encoders: str | Path | None = None):
+    """(MultimodalModel, Tokenizer): encoders and fusion from `config` around the core of the checkpoint
     folder `folder` (e.g. an `mmr1 import` output), whose weights, vocabulary and chat template are kept as
     they are. The first step of the LLaVA recipe: align the new parts with the core frozen, then tune.
 
+    `encoders` (a checkpoint folder or .ckpt, e.g. a contrastive export) gives the image and audio encoders,
+    their configs and weights, instead of fresh ones from `config` (LLaVA's pretrained vision tower). Its
+    text encoder is not taken: it reads the other model's vocabulary, not the core's.
+
         mmr1 init --preset tiny --core runs/smollm2 --out runs/smollm2_mm
+        mmr1 init --preset tiny --core runs/smollm2 --encoders runs/digits_contrastive/export --out runs/mm
     """
     from mmr1.checkpoint import load_model
     from mmr1.model import MultimodalModel
 
     pretrained, tokenizer = load_model(folder)
+    source = None
+    if encoders is not None:
+        source, _ = load_model(encoders)
+        if source.vision is None and source.audio is None:
+            raise ValueError(f"--encoders: {encoders} has no image or audio encoder to take")
+        config = dataclasses.replace(config, **{part: getattr(source.config, part) for part in ("vision", "audio")
+                                                 if getattr(source, part) is not None})
     config = dataclasses.replace(config, name=f"{config.name}+{pretrained.config.name}",
                                  core=pretrained.config.core)
     if config.text is not None and config.text.pretrained is None:
         config.text = dataclasses.replace(config.text, vocab_size=config.core.vocab_size)  # the core's vocabulary
     model = MultimodalModel(config)
     model.core.load_state_dict(pretrained.core.state_dict())
+    for part in ("vision", "audio"):
+        if source is not None and getattr(source, part) is not None:
+            getattr(model, part).load_state_dict(getattr(source, part).state_dict())
     return model, tokenizer

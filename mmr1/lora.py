@@ -23,9 +23,6 @@ from typing import Sequence, TypedDict
 import torch
 from torch import nn
 
-PARTS = {"core": "core", "vision": "vision", "audio": "audio", "text": "text_encoder", "fusion": "fusion"}
-
-
 class LoraSettings(TypedDict, total=False):
     """`ObjectiveModule(lora=...)`: the keyword arguments of `apply_lora` as plain data (YAML, CLI, checkpoints)."""
 
@@ -34,6 +31,7 @@ class LoraSettings(TypedDict, total=False):
     parts: list[str]  # where to look: core, vision, audio, text, fusion (default core)
     alpha: float | None  # the update is scaled by alpha / r (default alpha = 2r)
     dropout: float  # dropout on the adapters' input
+    modules_to_save: list[str]  # parts that train whole beside the adapters (peft's name), e.g. [fusion]
     trainable_tokens: list[str]  # tokens whose embedding and LM-head rows train too (`train_token_rows`)
 
 
@@ -43,17 +41,30 @@ def adapter_settings(settings: LoraSettings) -> dict:
 
 
 def apply_lora(model: nn.Module, r: int, targets: Sequence[str], parts: Sequence[str] = ("core",),
-               alpha: float | None = None, dropout: float = 0.0) -> nn.Module:
+               alpha: float | None = None, dropout: float = 0.0, modules_to_save: Sequence[str] = ()) -> nn.Module:
     """Give the Linear layers named `targets` (last name part, e.g. q_proj) inside `parts` LoRA adapters of rank r
-    (scale alpha / r, default alpha = 2r), in place, and freeze every other weight. Returns `model`."""
+    (scale alpha / r, default alpha = 2r), in place, and freeze every other weight but the parts named in
+    `modules_to_save` (e.g. the fusion and projector of a multimodal model around a LoRA-tuned core), which
+    train whole. Returns `model`."""
     from peft import LoraConfig, inject_adapter_in_model
+
+    from mmr1.model import PARTS
 
     if r < 1:
         raise ValueError(f"lora: r must be >= 1, got {r}")
-    unknown = sorted(set(parts) - set(PARTS))
-    if unknown:
-        raise ValueError(f"lora: unknown part(s) {unknown}; expected some of {sorted(PARTS)}")
-    pattern = rf"^({'|'.join(PARTS[p] for p in parts)})\..*\b({'|'.join(map(re.escape, targets))})$"
+    for field, named in (("parts", parts), ("modules_to_save", modules_to_save)):
+        unknown = sorted(set(named) - set(PARTS))
+        if unknown:
+            raise ValueError(f"lora.{field}: unknown part(s) {unknown}; expected some of {sorted(PARTS)}")
+    both = sorted(set(parts) & set(modules_to_save))
+    if both:
+        raise ValueError(f"lora: {both} both get adapters (parts) and train whole (modules_to_save); pick one")
+    missing = [part for part in modules_to_save if any(getattr(model, name) is None for name in PARTS[part])]
+    if missing:
+        raise ValueError(f"lora.modules_to_save: the model has no {missing} part (config has "
+                         f"{list(model.config.modalities)})")
+    saved = [getattr(model, name) for part in modules_to_save for name in PARTS[part]]
+    pattern = rf"^({'|'.join(name for p in parts for name in PARTS[p])})\..*\b({'|'.join(map(re.escape, targets))})$"
     matched = [name for name, m in model.named_modules() if isinstance(m, nn.Linear) and re.match(pattern, name)]
     if not matched:
         raise ValueError(f"lora: no Linear layer named {list(targets)} inside {list(parts)}")
@@ -64,6 +75,8 @@ def apply_lora(model: nn.Module, r: int, targets: Sequence[str], parts: Sequence
     model.requires_grad_(False)
     for name, p in model.named_parameters():
         p.requires_grad_("lora_" in name)
+    for module in saved:
+        module.requires_grad_(True)
     return model
 
 

@@ -13,6 +13,10 @@ from mmr1.core import CoreOutput, ReasoningCore
 from mmr1.encoders.output import EncoderOutput
 from mmr1.heads import ClassificationHead, masked_mean
 
+# The model's trainable parts by name (`freeze`, LoRA `parts` and `modules_to_save`) -> its attributes.
+PARTS = {"vision": ("vision",), "text": ("text_encoder",), "audio": ("audio",),
+         "fusion": ("fusion", "prefix_proj"), "core": ("core",)}
+
 MEDIA_KEYS = ("pixel_values", "image_mask", "audio_values", "audio_lengths", "text_ids", "text_mask")
 
 

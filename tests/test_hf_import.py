@@ -122,6 +122,29 @@ def test_encoders_around_a_pretrained_core_train_with_the_core_frozen(tiny_hf_fo
         init(["--config", str(multimodal / "config.json"), "--overrides", "{}", "--out", str(tmp_path / "x")])
 
 
+def test_trained_encoders_go_around_a_pretrained_core(tiny_hf_folder, tmp_path):
+    """`mmr1 init --core F --encoders E`: the image and audio encoders of E (configs and weights), no text
+    encoder (the core reads the question), fresh fusion, the core of F."""
+    imported, source, combined = tmp_path / "imported", tmp_path / "source", tmp_path / "combined"
+    assert main(["import", "--hf", str(tiny_hf_folder), "--out", str(imported)]) == 0
+    assert main(["init", "--preset", "tiny", "--overrides", json.dumps({"vision": {"stem": "conv", "depth": 1}}),
+                 "--out", str(source), "--seed", "1"]) == 0
+    assert main(["init", "--preset", "tiny", "--overrides", json.dumps({"text": None}), "--core", str(imported),
+                 "--encoders", str(source), "--out", str(combined)]) == 0
+    encoders, _ = load_model(source)
+    text_only, _ = load_model(imported)
+    model, _ = load_model(combined)
+    assert model.config.modalities == ("image", "audio") and model.config.vision == encoders.config.vision
+    for part in ("vision", "audio"):
+        theirs = getattr(encoders, part).state_dict()
+        assert all(torch.equal(p, theirs[n]) for n, p in getattr(model, part).state_dict().items())
+    assert all(torch.equal(p, text_only.core.state_dict()[n]) for n, p in model.core.state_dict().items())
+    with pytest.raises(ValueError, match="--encoders: takes encoders for a pretrained core; give --core"):
+        main(["init", "--encoders", str(source), "--out", str(tmp_path / "x"), "--debug"])
+    with pytest.raises(ValueError, match="has no image or audio encoder to take"):
+        main(["init", "--core", str(imported), "--encoders", str(imported), "--out", str(tmp_path / "y"), "--debug"])
+
+
 def test_a_tuned_import_keeps_its_chat_template_and_eos_through_the_ckpt(tiny_hf_folder, tmp_path):
     """An objective's `.ckpt` stores the whole tokenizer: its export prompts with the model's chat template and
     stops at the model's eos (<|im_end|> for a chat model), as the import did."""

@@ -13,6 +13,7 @@ def init(argv: list[str]) -> int:
 
     mmr1 init --preset tiny --out runs/tiny
     mmr1 init --preset tiny --core runs/smollm2 --out runs/smollm2_mm     fresh encoders around a pretrained core
+    mmr1 init --preset tiny --core runs/smollm2 --encoders E --out G       trained encoders (from E) around it
     """
     parser = parser_for(init, "init")
     parser.add_argument("--preset", default="tiny")
@@ -21,6 +22,8 @@ def init(argv: list[str]) -> int:
                         help='nested preset overrides, e.g. \'{"vision": {"stem": "conv"}}\'')
     parser.add_argument("--core", type=Path, metavar="FOLDER", help="take the core, its vocabulary and chat "
                         "template from this checkpoint folder (e.g. `mmr1 import` output); the rest from the preset")
+    parser.add_argument("--encoders", type=Path, metavar="CHECKPOINT", help="with --core: take the image and "
+                        "audio encoders (configs and weights) from this checkpoint, e.g. a contrastive export")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -34,12 +37,15 @@ def init(argv: list[str]) -> int:
     if args.config and args.overrides is not None:
         raise ValueError("--overrides: applies to a --preset, not to a --config file")
     config = Config.from_file(args.config) if args.config else Config.from_name(args.preset, **(args.overrides or {}))
+    if args.encoders is not None and args.core is None:
+        raise ValueError("--encoders: takes encoders for a pretrained core; give --core FOLDER too")
     if args.core is not None:
         from mmr1.hf_import import with_pretrained_core
 
-        model, tokenizer = with_pretrained_core(args.core, config)
+        model, tokenizer = with_pretrained_core(args.core, config, args.encoders)
         model.save_pretrained(args.out, tokenizer)
-        print(f"saved {model.config.name}: fresh {', '.join(model.config.modalities)} encoders and fusion around the "
+        encoders = f"encoders from {args.encoders}" if args.encoders else "fresh encoders"
+        print(f"saved {model.config.name}: {', '.join(model.config.modalities)}; {encoders}, fresh fusion, around the "
               f"core of {args.core} ({_count(model) / 1e6:.2f}M parameters) to {args.out}")
         return 0
     tokenizer = Tokenizer.default()

@@ -15,13 +15,11 @@ import torch.distributed as dist
 from mmr1.config import Config
 from mmr1.datamodules.tokenizer import Tokenizer
 from mmr1.lora import LoraSettings, adapter_settings, apply_lora, merge_lora_in_place, train_token_rows
-from mmr1.model import MultimodalModel
+from mmr1.model import PARTS, MultimodalModel
 from mmr1.optim import build_optimizer
 from mmr1.scaling import checkpoint_activations, compile_core, fill_absent_media, shard, shard_units
 
 STEPS = ("training_step", "validation_step", "test_step", "predict_step")  # what Lightning calls, not forward
-PARTS = {"vision": ("vision",), "text": ("text_encoder",), "audio": ("audio",),
-         "fusion": ("fusion", "prefix_proj"), "core": ("core",)}
 
 
 def build_model(preset: str, overrides: Optional[dict], init_from: Optional[str]) -> MultimodalModel:
@@ -120,13 +118,17 @@ class ObjectiveModule(L.LightningModule):
                 `trainer.strategy: lightning.pytorch.strategies.ModelParallelStrategy`.
             lora: train LoRA adapters only (`mmr1.lora.apply_lora` keyword arguments), e.g.
                 {"r": 8, "targets": ["q_proj", "v_proj"], "parts": ["core"]}; merged on export. With
-                "trainable_tokens": ["<think>", ...] those tokens' embedding/LM-head rows train too.
+                "trainable_tokens": ["<think>", ...] those tokens' embedding/LM-head rows train too; with
+                "modules_to_save": ["fusion", "audio"] those parts train whole beside the adapters.
         """
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(preset, overrides, init_from)
         freeze_parts(self.model, freeze)
         if lora is not None:
+            both = sorted(set(freeze) & set(lora.get("modules_to_save", ())))
+            if both:
+                raise ValueError(f"freeze: {both} also in lora.modules_to_save; a part either trains or not")
             apply_lora(self.model, **adapter_settings(lora))
         self.tokenizer = None  # set from the datamodule in `setup`; exported with the weights
         self._init_from = init_from

@@ -68,12 +68,46 @@ def test_lora_on_encoders_merges_exactly():
     torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=0)
 
 
+def test_modules_to_save_train_whole_beside_the_adapters_and_merge_exactly():
+    """The LLaVA recipe's second stage: adapters on the core, the fusion and projector (and an encoder) train
+    whole; every other weight stays frozen."""
+    torch.manual_seed(0)
+    model = MultimodalModel(Config.from_name("tiny", text=None, core={"n_layers": 1})).eval()
+    apply_lora(model, r=2, targets=["q_proj"], parts=["core"], modules_to_save=["fusion", "audio"])
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}
+    assert trainable == {"fusion", "prefix_proj", "audio"}
+    assert all(not p.requires_grad for n, p in model.named_parameters() if n.startswith(("vision.", "core."))
+               and "lora_" not in n)
+    ids, pixels = torch.randint(11, 500, (2, 6)), torch.randn(2, 3, 32, 32)
+    waves = torch.randn(2, 8000)
+    loss = next_token_loss(lambda i: model(i, pixel_values=pixels, audio_values=waves), ids)
+    loss.backward()
+    assert model.prefix_proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("vision."))
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters()
+               if n.startswith("audio."))
+    perturb_adapters(model)
+    with torch.no_grad():
+        unmerged = model(ids, pixel_values=pixels, audio_values=waves)[0].logits
+        merged = merge_lora_in_place(model)(ids, pixel_values=pixels, audio_values=waves)[0].logits
+    torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=0)
+
+
 def test_lora_target_errors():
     model = MultimodalModel(Config.from_name("tiny", **TEXT_ONLY))
     with pytest.raises(ValueError, match="no Linear layer"):
         apply_lora(model, 4, ["nope_proj"])
     with pytest.raises(ValueError, match="unknown part"):
         apply_lora(model, 4, ["q_proj"], parts=["brain"])
+    with pytest.raises(ValueError, match=r"lora.modules_to_save: unknown part\(s\) \['brain'\]"):
+        apply_lora(model, 4, ["q_proj"], modules_to_save=["brain"])
+    with pytest.raises(ValueError, match=r"\['core'\] both get adapters"):
+        apply_lora(model, 4, ["q_proj"], modules_to_save=["core"])
+    with pytest.raises(ValueError, match=r"lora.modules_to_save: the model has no \['audio'\] part"):
+        apply_lora(model, 4, ["q_proj"], modules_to_save=["audio"])
+    with pytest.raises(ValueError, match=r"freeze: \['fusion'\] also in lora.modules_to_save"):
+        ObjectiveModule(overrides={"text": None, "core": {"n_layers": 1}}, freeze=["fusion"],
+                        lora={**LORA, "modules_to_save": ["fusion"]})
 
 
 def test_objective_with_lora_steps_only_adapters_and_exports_plain_weights(tmp_path):
