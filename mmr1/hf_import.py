@@ -115,20 +115,19 @@ def with_pretrained_core(folder: str | Path, config, encoders: str | Path | None
     from mmr1.model import MultimodalModel
 
     pretrained, tokenizer = load_model(folder)
-    source = None
+    source, taken = None, []  # the checkpoint the encoders come from, and which of them it has
     if encoders is not None:
         source, _ = load_model(encoders)
-        if source.vision is None and source.audio is None:
+        taken = [part for part in ("vision", "audio") if getattr(source, part) is not None]
+        if not taken:
             raise ValueError(f"--encoders: {encoders} has no image or audio encoder to take")
-        config = dataclasses.replace(config, **{part: getattr(source.config, part) for part in ("vision", "audio")
-                                                 if getattr(source, part) is not None})
+        config = dataclasses.replace(config, **{part: getattr(source.config, part) for part in taken})
     config = dataclasses.replace(config, name=f"{config.name}+{pretrained.config.name}",
                                  core=pretrained.config.core)
     if config.text is not None and config.text.pretrained is None:
         config.text = dataclasses.replace(config.text, vocab_size=config.core.vocab_size)  # the core's vocabulary
     model = MultimodalModel(config)
     model.core.load_state_dict(pretrained.core.state_dict())
-    for part in ("vision", "audio"):
-        if source is not None and getattr(source, part) is not None:
-            getattr(model, part).load_state_dict(getattr(source, part).state_dict())
+    for part in taken:
+        getattr(model, part).load_state_dict(getattr(source, part).state_dict())
     return model, tokenizer
