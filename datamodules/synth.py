@@ -1,7 +1,7 @@
 """Procedural multimodal reasoning records with verifiable answers.
 
-A scene is a few coloured shapes (drawn with Pillow) and a few beeps (sine tones, low
-or high). Templated questions count, filter, add, multiply and compare across the
+A scene is a few coloured shapes (drawn with Pillow), listed from left to right, and a few
+beeps (sine tones, low or high), listed in time order. Templated questions count, filter, add, multiply and compare across the
 image and the sound, so most need both. Record `index` of a split is a pure function
 of (seed, split, index); a record belongs to the split its content hash falls in, so
 train/val/test never share a scene+question, whatever the seed.
@@ -165,7 +165,9 @@ def _sample(rng: np.random.Generator, difficulty: Optional[int], image_size: int
 
 
 def _shapes(rng: np.random.Generator, n: int, image_size: int, unique_largest: bool) -> Optional[tuple[Shape, ...]]:
-    """n non-touching shapes, or None when they did not fit (the caller draws again)."""
+    """n non-touching shapes from left to right (by the left edge, then the top), or None when they did not
+    fit (the caller draws again). The order is the image's, so the reasoning that lists them can be learned
+    from the pixels; in drawing order it could not."""
     lo, hi = round(0.2 * image_size), round(0.3 * image_size)
     sizes = rng.integers(lo, hi + 1, size=n)
     if unique_largest:
@@ -180,7 +182,7 @@ def _shapes(rng: np.random.Generator, n: int, image_size: int, unique_largest: b
                 break
         else:
             return None
-    return tuple(placed)
+    return tuple(sorted(placed, key=lambda s: (s.x, s.y)))
 
 
 def _apart(x: int, y: int, size: int, other: Shape) -> bool:

@@ -8,6 +8,9 @@ import torch
 import yaml
 
 from mmr1.cli import main
+from mmr1.datamodules.prompt import format_response
+from mmr1.datamodules.synth import Synth
+from mmr1.datamodules.tokenizer import Tokenizer
 from mmr1.model import MultimodalModel
 from mmr1.pipeline import Recipe
 
@@ -110,6 +113,24 @@ def test_shipped_recipe_parses():
     recipe = Recipe.from_file(ROOT / "configs" / "r1_tiny.yaml")
     assert list(recipe.stages) == ["pretrain", "text", "cold_start", "grpo", "rejection", "sft", "grpo2", "distill"]
     assert list(Recipe.from_file(ROOT / "configs" / "r1_zero_tiny.yaml").stages) == ["pretrain", "grpo"]
+
+
+def budgets(node) -> list[int]:
+    """Every max_new_tokens in a parsed YAML, however deep."""
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "max_new_tokens"] + [b for v in node.values() for b in budgets(v)]
+    return [b for v in node for b in budgets(v)] if isinstance(node, list) else []
+
+
+@pytest.mark.parametrize("name", ["r1_tiny", "r1_zero_tiny", "tiny_grpo", "tiny_ppo"])
+def test_shipped_token_budgets_hold_the_longest_built_in_response(name):
+    """A budget shorter than the task's responses cuts the longest off: eval scores them unformatted and
+    GRPO rewards them 0 (48 tokens cut 11.5% of the built-in responses, all of two templates)."""
+    tokenizer = Tokenizer.default()
+    longest = max(len(tokenizer.encode(format_response(spec.reasoning, spec.answer))) + 1  # + EOS
+                  for spec in map(Synth(seed=0).spec, range(2000)))
+    found = budgets(yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text()))
+    assert found and min(found) >= longest, (found, longest)
 
 
 def test_every_stage_is_scored_on_the_users_eval_manifest(tiny_checkpoint, tmp_path):

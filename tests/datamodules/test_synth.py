@@ -17,7 +17,8 @@ PALETTE = {"black": (0, 0, 0), **COLOURS}
 
 
 def see(image: Image.Image) -> list[dict]:
-    """Connected single-colour regions: colour, kind (from how much of its box it fills), box side."""
+    """Connected single-colour regions, left to right: colour, kind (from how much of its box it fills), box
+    side, left and top edges."""
     pixels = np.asarray(image.convert("RGB"), dtype=float)  # [H, W, 3]
     names = list(PALETTE)
     distance = ((pixels[:, :, None, :] - np.array(list(PALETTE.values()))) ** 2).sum(-1)  # [H, W, colours]
@@ -29,8 +30,9 @@ def see(image: Image.Image) -> list[dict]:
             h, w = box[0].stop - box[0].start, box[1].stop - box[1].start
             fill = (nearest[box] == c).sum() / (h * w)
             kind = "square" if fill > 0.95 else "circle" if fill > 0.62 else "triangle"
-            found.append({"colour": name, "kind": kind, "side": max(h, w)})
-    return found
+            found.append({"colour": name, "kind": kind, "side": max(h, w), "left": box[1].start,
+                          "top": box[0].start})
+    return sorted(found, key=lambda s: (s["left"], s["top"]))
 
 
 def hear(audio: np.ndarray, sample_rate: int) -> list[str]:
@@ -87,6 +89,21 @@ def test_answers_are_right(difficulty, image_size):
         assert record["answer"] in record["reasoning"] and record["answer"] != rejected_answer(record)
         templates.add(synth.spec(i).template)
     assert len(templates) >= (2 if difficulty == 1 else 3)
+
+
+def test_the_reasoning_lists_the_shapes_left_to_right():
+    """The listing is learnable from the pixels only if its order is the image's, not the drawing order."""
+    synth, listed = Synth(seed=5, difficulty=3), 0
+    for i in range(40):
+        record = synth.record(i)
+        seen = re.match(r"I see (.*?)\.", record["reasoning"])
+        if seen is None:
+            continue
+        names = [f"a {s['colour']} {s['kind']}" for s in see(record["image"])]
+        expected = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        assert seen.group(1) == expected, record["id"]
+        listed += len(names) > 2
+    assert listed >= 10
 
 
 def rejected_answer(record):
