@@ -1,8 +1,9 @@
 """Procedural multimodal reasoning records with verifiable answers.
 
 A scene is a few coloured shapes (drawn with Pillow), listed from left to right, and a few
-beeps (sine tones, low or high), listed in time order. Templated questions count, filter, add, multiply and compare across the
-image and the sound, so most need both. Record `index` of a split is a pure function
+beeps (sine tones, low or high), listed in time order. Templated questions count, filter, add,
+multiply and compare across the image and the sound, so most need both; a reasoning that counts
+some of the items it lists keeps a running count beside them ("low (2 low)"). Record `index` of a split is a pure function
 of (seed, split, index); a record belongs to the split its content hash falls in, so
 train/val/test never share a scene+question, whatever the seed.
 """
@@ -222,12 +223,28 @@ def _audio_caption(tones: tuple[Tone, ...]) -> str:
     return f"A sound of {_plural(len(tones), 'beep')}: {', '.join(t.pitch for t in tones)}."
 
 
-def _seen(shapes: tuple[Shape, ...]) -> str:
-    return f"I see {_listing([f'a {s.colour} {s.kind}' for s in shapes])}."
+def _tallied(items: list[str], matches: list[bool], label: str) -> list[str]:
+    """Each matching item followed by the running count, "low (2 low)": a count the model builds one
+    increment at a time while it lists, instead of counting words in its listing afterwards."""
+    out, k = [], 0
+    for item, match in zip(items, matches):
+        k += match
+        out.append(f"{item} ({k} {label})" if match else item)
+    return out
 
 
-def _heard(tones: tuple[Tone, ...]) -> str:
-    return f"I hear {_plural(len(tones), 'beep')}: {', '.join(t.pitch for t in tones)}."
+def _seen(shapes: tuple[Shape, ...], tally: Optional[tuple[Callable[[Shape], bool], str]] = None) -> str:
+    """ "I see a red circle and a blue square.", with the running count of the shapes `tally` picks."""
+    items = [f"a {s.colour} {s.kind}" for s in shapes]
+    return f"I see {_listing(_tallied(items, [tally[0](s) for s in shapes], tally[1]) if tally else items)}."
+
+
+def _heard(tones: tuple[Tone, ...], tally: Optional[str] = None) -> str:
+    """ "I hear 2 beeps: low, high.", with the running count of the beeps of pitch `tally`."""
+    items = [t.pitch for t in tones]
+    if tally:
+        items = _tallied(items, [t.pitch == tally for t in tones], tally)
+    return f"I hear {_plural(len(tones), 'beep')}: {', '.join(items)}."
 
 
 def _off_by_one(rng: np.random.Generator, n: int) -> str:
@@ -254,15 +271,16 @@ def _count_beeps(rng, shapes, tones):
 
 def _count_colour(rng, shapes, tones):
     colour = _pick(rng, tuple(COLOURS), [s.colour for s in shapes])
-    n = sum(s.colour == colour for s in shapes)
+    n, tally = sum(s.colour == colour for s in shapes), (lambda s: s.colour == colour, colour)
     return f"How many {colour} shapes are in the image?", \
-        f"{_seen(shapes)} {_plural(n, 'shape')} {'is' if n == 1 else 'are'} {colour}.", str(n), _off_by_one(rng, n)
+        f"{_seen(shapes, tally)} {_plural(n, 'shape')} {'is' if n == 1 else 'are'} {colour}.", str(n), \
+        _off_by_one(rng, n)
 
 
 def _count_kind(rng, shapes, tones):
     kind = _pick(rng, KINDS, [s.kind for s in shapes])
-    n = sum(s.kind == kind for s in shapes)
-    return f"How many {kind}s are in the image?", f"{_seen(shapes)} That is {_plural(n, kind)}.", str(n), \
+    n, tally = sum(s.kind == kind for s in shapes), (lambda s: s.kind == kind, kind)
+    return f"How many {kind}s are in the image?", f"{_seen(shapes, tally)} That is {_plural(n, kind)}.", str(n), \
         _off_by_one(rng, n)
 
 
@@ -270,7 +288,8 @@ def _count_pitch(rng, shapes, tones):
     pitch = ("low", "high")[int(rng.integers(2))]
     n = sum(t.pitch == pitch for t in tones)
     return f"How many {pitch} beeps are in the sound?", \
-        f"{_heard(tones)} {_plural(n, 'beep')} {'is' if n == 1 else 'are'} {pitch}.", str(n), _off_by_one(rng, n)
+        f"{_heard(tones, pitch)} {_plural(n, 'beep')} {'is' if n == 1 else 'are'} {pitch}.", str(n), \
+        _off_by_one(rng, n)
 
 
 def _largest(rng, shapes, tones):
@@ -300,8 +319,8 @@ def _add_filtered(rng, shapes, tones):
     pitch = ("low", "high")[int(rng.integers(2))]
     a, b = sum(s.colour == colour for s in shapes), sum(t.pitch == pitch for t in tones)
     return f"How many {colour} shapes plus {pitch} beeps are there?", \
-        f"{_seen(shapes)} {_heard(tones)} {a} {colour}, {b} {pitch}. {a} + {b} = {a + b}.", \
-        str(a + b), _off_by_one(rng, a + b)
+        f"{_seen(shapes, (lambda s: s.colour == colour, colour))} {_heard(tones, pitch)} {a} {colour}, {b} {pitch}. " \
+        f"{a} + {b} = {a + b}.", str(a + b), _off_by_one(rng, a + b)
 
 
 def _compare_filtered(rng, shapes, tones):
@@ -310,7 +329,8 @@ def _compare_filtered(rng, shapes, tones):
     a, b = sum(s.kind == kind for s in shapes), sum(t.pitch == pitch for t in tones)
     sign, answer = (">", "yes") if a > b else ("=", "no") if a == b else ("<", "no")
     return f"Are there more {kind}s than {pitch} beeps?", \
-        f"{_seen(shapes)} {_heard(tones)} {_plural(a, kind)}, {_plural(b, pitch + ' beep')}. " \
+        f"{_seen(shapes, (lambda s: s.kind == kind, kind))} {_heard(tones, pitch)} {_plural(a, kind)}, " \
+        f"{_plural(b, pitch + ' beep')}. " \
         f"{a} {sign} {b}, so {answer}.", answer, "no" if answer == "yes" else "yes"
 
 

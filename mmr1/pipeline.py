@@ -54,7 +54,7 @@ class Recipe:
     eval_manifest: Optional[str] = None  # the records every stage is scored on; None: eval_size synthetic ones
     eval_size: int = 100  # held-out synthetic test records answered after every stage (without eval_manifest)
     eval_batch_size: int = 32
-    max_new_tokens: int = 64
+    max_new_tokens: int = 96
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 0.5})
 
     @classmethod

@@ -39,7 +39,7 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         group_size: int = 4,
         micro_batch_size: int = 16,
         ppo_epochs: int = 1,
-        max_new_tokens: int = 64,
+        max_new_tokens: int = 96,
         temperature: float = 1.0,
         top_p: float = 1.0,
         clip_eps: float = 0.2,

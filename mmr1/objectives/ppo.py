@@ -59,7 +59,7 @@ class PPOModule(FrozenModels, ObjectiveModule):
         rewards: Optional[Mapping[str, float]] = None,
         micro_batch_size: int = 16,
         ppo_epochs: int = 2,
-        max_new_tokens: int = 64,
+        max_new_tokens: int = 96,
         temperature: float = 1.0,
         top_p: float = 1.0,
         kl_coef: float = 0.05,

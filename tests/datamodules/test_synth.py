@@ -101,9 +101,29 @@ def test_the_reasoning_lists_the_shapes_left_to_right():
             continue
         names = [f"a {s['colour']} {s['kind']}" for s in see(record["image"])]
         expected = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-        assert seen.group(1) == expected, record["id"]
+        assert re.sub(r" \(\d+ \w+\)", "", seen.group(1)) == expected, record["id"]  # without running counts
         listed += len(names) > 2
     assert listed >= 10
+
+
+@pytest.mark.parametrize("difficulty", [2, 3])
+def test_filtered_counts_are_kept_running_beside_the_listing(difficulty):
+    """ "low (1 low), high, low (2 low)": each label's running count goes 1, 2, ... up to its count."""
+    synth, tallied = Synth(seed=2, difficulty=difficulty), 0
+    for i in range(80):
+        record = synth.record(i)
+        beeps = hear(record["audio"], record["sample_rate"]) if record["audio"] is not None else []
+        shapes = see(record["image"]) if record["image"] is not None else []
+        for label in {label for _, label in re.findall(r"\((\d+) (\w+)\)", record["reasoning"])}:
+            counts = [int(k) for k, name in re.findall(r"\((\d+) (\w+)\)", record["reasoning"]) if name == label]
+            present = beeps.count(label) if label in ("low", "high") else \
+                sum(label in (s["colour"], s["kind"]) for s in shapes)
+            assert counts == list(range(1, present + 1)), record["reasoning"]
+            tallied += 1
+        question = record["question"]
+        if re.search(r"How many (red|green|blue|yellow|low|high) |(many|more) (circle|square|triangle)s", question):
+            assert "(" in record["reasoning"] or "0" in record["reasoning"], record["reasoning"]
+    assert tallied >= 10
 
 
 def rejected_answer(record):
