@@ -49,7 +49,8 @@ def test_batched_token_ids_and_logits_equal_one_by_one(qa, records):
         for row, example in enumerate(examples):
             alone_batch = qa._batch([example])
             alone, _ = qa.model(**alone_batch, logits_to_keep=1)
-            torch.testing.assert_close(out.logits[row], alone.logits[0], atol=1e-5, rtol=1e-4)
+            # fp32 sums run in another order at another batch shape: 3e-5 apart seen on the built-in test records
+            torch.testing.assert_close(out.logits[row], alone.logits[0], atol=1e-4, rtol=1e-4)
             alone_ids = qa.model.generate(generation=options, **alone_batch)[0, alone_batch["input_ids"].shape[1]:]
             assert generated[row].tolist() == alone_ids.tolist()
 
