@@ -3,9 +3,9 @@
 A scene is a few coloured shapes (drawn with Pillow), listed from left to right, and a few
 beeps (sine tones, low or high), listed in time order. Templated questions count, filter, add,
 multiply and compare across the image and the sound, so most need both; a reasoning that counts
-some of the items it lists keeps a running count beside them ("low (2 low)"). Record `index` of a split is a pure function
-of (seed, split, index); a record belongs to the split its content hash falls in, so
-train/val/test never share a scene+question, whatever the seed.
+some of the items it lists keeps a running count beside them ("low (2 low)"). Record `index` of a
+split is a pure function of (seed, split, index); a record belongs to the split its content hash
+falls in, so train/val/test never share a scene+question, whatever the seed.
 """
 
 from __future__ import annotations
@@ -318,9 +318,10 @@ def _add_filtered(rng, shapes, tones):
     colour = _pick(rng, tuple(COLOURS), [s.colour for s in shapes])
     pitch = ("low", "high")[int(rng.integers(2))]
     a, b = sum(s.colour == colour for s in shapes), sum(t.pitch == pitch for t in tones)
+    tally = (lambda s: s.colour == colour, colour)
     return f"How many {colour} shapes plus {pitch} beeps are there?", \
-        f"{_seen(shapes, (lambda s: s.colour == colour, colour))} {_heard(tones, pitch)} {a} {colour}, {b} {pitch}. " \
-        f"{a} + {b} = {a + b}.", str(a + b), _off_by_one(rng, a + b)
+        f"{_seen(shapes, tally)} {_heard(tones, pitch)} {a} {colour}, {b} {pitch}. {a} + {b} = {a + b}.", \
+        str(a + b), _off_by_one(rng, a + b)
 
 
 def _compare_filtered(rng, shapes, tones):
@@ -328,9 +329,9 @@ def _compare_filtered(rng, shapes, tones):
     pitch = ("low", "high")[int(rng.integers(2))]
     a, b = sum(s.kind == kind for s in shapes), sum(t.pitch == pitch for t in tones)
     sign, answer = (">", "yes") if a > b else ("=", "no") if a == b else ("<", "no")
+    tally = (lambda s: s.kind == kind, kind)
     return f"Are there more {kind}s than {pitch} beeps?", \
-        f"{_seen(shapes, (lambda s: s.kind == kind, kind))} {_heard(tones, pitch)} {_plural(a, kind)}, " \
-        f"{_plural(b, pitch + ' beep')}. " \
+        f"{_seen(shapes, tally)} {_heard(tones, pitch)} {_plural(a, kind)}, {_plural(b, pitch + ' beep')}. " \
         f"{a} {sign} {b}, so {answer}.", answer, "no" if answer == "yes" else "yes"
 
 
