@@ -41,9 +41,12 @@ def checkpoint_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="config.json for a .ckpt (default: beside it, or stored in it)")
 
 
+MAX_NEW_TOKENS = 128  # every command's default decoding budget; the built-in responses need up to 78 tokens
+
+
 def generation_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-k", type=int, default=0)

@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from mmr1.cli.common import checkpoint_args, generation, generation_args, parser_for
+from mmr1.cli.common import MAX_NEW_TOKENS, checkpoint_args, generation, generation_args, parser_for
 
 
 def qa(argv: list[str]) -> int:
@@ -74,7 +74,7 @@ def demo(argv: list[str]) -> int:
     parser = parser_for(demo, "demo")
     checkpoint_args(parser)
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     args = parser.parse_args(argv)
     from mmr1.demo import serve
 

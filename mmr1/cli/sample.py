@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmr1.cli.common import parser_for
+from mmr1.cli.common import MAX_NEW_TOKENS, parser_for
 
 
 def main(argv: list[str]) -> int:
@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rewards", help="NAME=WEIGHT,… (default accuracy=1,format=0.5)")
     parser.add_argument("--max-per-record", type=int, default=1,
                         help="distinct kept responses written per record; 0 = all")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=4, help="records per sampling batch (x n sequences)")
