@@ -1,4 +1,5 @@
-"""Audio encoder: waveform → log-mel → SpecAugment (training) → conv subsampling ×4 → torchaudio Conformer."""
+"""Audio encoder: waveform → log-mel (VTLP in training) → SpecAugment (training) → conv subsampling ×4 →
+torchaudio Conformer."""
 
 from __future__ import annotations
 
@@ -19,6 +20,24 @@ def _halve(n: torch.Tensor) -> torch.Tensor:
 def _zero_past(waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Zero the samples of waveform [B, S] at or past each clip's length."""
     return waveform * (torch.arange(waveform.shape[1], device=waveform.device) < lengths[:, None])
+
+
+def warp_frequencies(spectrogram: torch.Tensor, alpha: torch.Tensor, knee: float = 0.6) -> torch.Tensor:
+    """Vocal tract length perturbation (Jaitly & Hinton, 2013) of a spectrogram [B, F, T] whose F bins span 0 to
+    Nyquist, by factor alpha [B]: the output bin at frequency g reads the input at g·α below a knee, then along a
+    line that keeps Nyquist at Nyquist (linear interpolation between bins). The knee is at `knee` × Nyquist
+    × min(α, 1) / α (4.8 kHz at 16 kHz sampling for α ≤ 1, as in the paper)."""
+    B, F, _ = spectrogram.shape
+    bins = torch.linspace(0, 1, F, device=spectrogram.device)  # [F] frequency as a fraction of Nyquist
+    a = alpha.to(spectrogram)[:, None]  # [B, 1]
+    start = knee * a.clamp(max=1) / a  # [B, 1] where the line starts
+    line = 1 - (1 - start * a) / (1 - start) * (1 - bins)  # [B, F]
+    source = torch.where(bins <= start, bins * a, line).clamp(0, 1) * (F - 1)  # [B, F] fractional input bins
+    low = source.floor().long().clamp(max=F - 2)  # [B, F]
+    frac = (source - low)[..., None]  # [B, F, 1]
+    below = spectrogram.gather(1, low[..., None].expand_as(spectrogram))
+    above = spectrogram.gather(1, (low + 1)[..., None].expand_as(spectrogram))
+    return below + frac * (above - below)  # [B, F, T]
 
 
 class Conv2dSubsampling(nn.Module):
@@ -102,7 +121,12 @@ class AudioEncoder(nn.Module):
             waveform = torchaudio.functional.resample(waveform, sample_rate, cfg.sample_rate)  # [B, S']
             lengths = -(-lengths * cfg.sample_rate // sample_rate)  # ceil, as resample sizes its output
             waveform = _zero_past(waveform, lengths)  # the filter rings past each clip's end
-        features = torch.log(self.mel(waveform) + 1e-6).transpose(1, 2)  # [B, T, n_mels]
+        if self.training and cfg.vtlp > 0:  # each clip's frequencies warped by its own factor
+            alpha = 1 + cfg.vtlp * (2 * torch.rand(waveform.shape[0], device=waveform.device) - 1)  # [B]
+            power = self.mel.mel_scale(warp_frequencies(self.mel.spectrogram(waveform), alpha))  # [B, n_mels, T]
+        else:
+            power = self.mel(waveform)  # [B, n_mels, T]
+        features = torch.log(power + 1e-6).transpose(1, 2)  # [B, T, n_mels]
         frame_lengths = self.frame_lengths(lengths)
         mask = torch.arange(features.shape[1], device=features.device) < frame_lengths[:, None]  # [B, T]
         weights = mask[..., None].float()  # [B, T, 1]

@@ -102,6 +102,7 @@ class AudioConfig:
     dropout: float = 0.0
     freq_mask: int = 8  # SpecAugment: widest frequency mask (0 disables), training only
     time_mask: int = 20  # SpecAugment: widest time mask in frames (0 disables), training only
+    vtlp: float = 0.0  # vocal tract length perturbation: frequencies warped by a factor in [1 - vtlp, 1 + vtlp], training only
     max_seconds: float = 30.0  # longest clip accepted
     normalize: str = "utterance"  # log-mel: one mean/std per clip; "mel": per mel band over time (CMVN)
 
@@ -110,6 +111,7 @@ class AudioConfig:
         _require(self.normalize in ("utterance", "mel"), "audio.normalize",
                  f"must be 'utterance' or 'mel', got {self.normalize!r}")
         _require(self.conv_kernel % 2 == 1, "audio.conv_kernel", f"must be odd, got {self.conv_kernel}")
+        _require(0.0 <= self.vtlp < 0.5, "audio.vtlp", f"must be in [0, 0.5), got {self.vtlp}")
 
 
 @dataclass

@@ -6,7 +6,7 @@ import torch
 import torchaudio
 
 from mmr1.config import AudioConfig
-from mmr1.encoders.audio import AudioEncoder
+from mmr1.encoders.audio import AudioEncoder, warp_frequencies
 
 CFG = AudioConfig(sample_rate=16000, n_mels=40, n_fft=400, hop_length=160, width=32, depth=2, n_heads=2,
                   ffn_dim=64, conv_kernel=15, freq_mask=8, time_mask=20, max_seconds=5.0)
@@ -105,6 +105,36 @@ def test_spec_augment_only_in_training(speech, freq_mask, time_mask, augmented):
         assert ((seen[0] == 0) & (features != 0)).any()  # masked bands are set to 0, the utterance mean
     assert torch.equal(seen[1], features) and torch.equal(seen[2], features)
     assert torch.equal(first.tokens, second.tokens)
+
+
+@pytest.mark.parametrize("alpha, peak", [(1.1, 40 / 1.1), (0.9, 40 / 0.9), (1.0, 40.0)])
+def test_vtlp_moves_a_tone_below_the_knee_and_keeps_both_ends(alpha, peak):
+    spectrogram = torch.rand(2, 201, 5)
+    spectrogram[:, 40] = 100.0  # a tone at a fifth of Nyquist, below the knee (0.6 of Nyquist)
+
+    warped = warp_frequencies(spectrogram, torch.tensor([alpha, 1.0]))  # [2, 201, 5]
+
+    loud = (warped[0, :, 0] > 10).nonzero().flatten().tolist()
+    assert loud == sorted({int(peak), int(-(-peak // 1))})  # the bins on either side of 40 / α
+    torch.testing.assert_close(warped[1], spectrogram[1], rtol=1e-5, atol=1e-5)  # α = 1 changes nothing (to rounding)
+    torch.testing.assert_close(warped[:, [0, -1]], spectrogram[:, [0, -1]], rtol=1e-5, atol=1e-5)  # 0 Hz and Nyquist stay put
+
+
+def test_vtlp_warps_only_in_training(speech):
+    torch.manual_seed(0)
+    encoder = AudioEncoder(AudioConfig(**{**vars(CFG), "freq_mask": 0, "time_mask": 0, "vtlp": 0.1}))
+    plain = AudioEncoder(AudioConfig(**{**vars(CFG), "freq_mask": 0, "time_mask": 0})).eval()
+    waveform, lengths = pad_batch(speech)
+
+    evaluated, frames = encoder.eval().log_mel(waveform, lengths, sample_rate=8000)
+    first, _ = encoder.train().log_mel(waveform, lengths, sample_rate=8000)
+    second, train_frames = encoder.log_mel(waveform, lengths, sample_rate=8000)
+
+    torch.testing.assert_close(evaluated, plain.log_mel(waveform, lengths, sample_rate=8000)[0])
+    assert torch.equal(frames, train_frames)
+    assert not torch.allclose(first, evaluated, atol=1e-2) and not torch.allclose(first, second, atol=1e-2)
+    with pytest.raises(ValueError, match="audio.vtlp"):
+        AudioConfig(vtlp=0.5)
 
 
 @pytest.mark.parametrize("padding", ["zeros", "noise"])
