@@ -55,6 +55,24 @@ def freeze_parts(model: MultimodalModel, parts: Sequence[str]) -> None:
             module.requires_grad_(False)
 
 
+def part_lr_scales(model: MultimodalModel, scales: dict[str, float], frozen: Sequence[str]) -> dict[int, float]:
+    """id(parameter) -> lr multiple for the parts named in `scales` (vision, text, audio, fusion, core)."""
+    by_id = {}
+    for part, scale in scales.items():
+        if part not in PARTS:
+            raise ValueError(f"lr_scale: unknown part {part!r}; expected some of {list(PARTS)}")
+        if part in frozen:
+            raise ValueError(f"lr_scale: {part!r} is also in freeze; a part either trains or not")
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"lr_scale: {part}: expected a positive finite multiple of lr, got {scale!r}")
+        for name in PARTS[part]:
+            module = getattr(model, name)
+            if module is None:
+                raise ValueError(f"lr_scale: the model has no {part} part (config has {list(model.config.modalities)})")
+            by_id.update({id(p): float(scale) for p in module.parameters()})
+    return by_id
+
+
 def deterministic(model: MultimodalModel) -> None:
     """Eval mode for RL updates (as TRL disables dropout): no dropout, no SpecAugment, BatchNorm on its
     running statistics, so the policy computes the function that sampled its responses and that its
@@ -96,6 +114,7 @@ class ObjectiveModule(L.LightningModule):
         init_from: Optional[str] = None,
         freeze: Sequence[str] = (),
         lr: float = 3e-4,
+        lr_scale: Optional[dict[str, float]] = None,
         weight_decay: float = 0.05,
         betas: tuple[float, float] = (0.9, 0.95),
         warmup_steps: int = 20,
@@ -111,6 +130,8 @@ class ObjectiveModule(L.LightningModule):
             init_from: a checkpoint folder to start from instead (its config fixes the shapes).
             freeze: parts that get no gradient: vision, text, audio, fusion, core.
             lr / weight_decay / betas: AdamW (no decay on norms, biases, embeddings).
+            lr_scale: some parts' learning rates as multiples of lr, e.g. {"vision": 0.1} (LLaVA's lower
+                vision-tower lr): the part learns, more slowly than the rest. Parts as in `freeze`.
             warmup_steps / min_lr_ratio: linear warmup, then cosine down to lr * min_lr_ratio at the last step.
             activation_checkpointing: recompute each core and encoder block's activations in backward.
             compile: `torch.compile` each core block (needs a C++ compiler on CPU; first steps are slow).
@@ -130,6 +151,7 @@ class ObjectiveModule(L.LightningModule):
             if both:
                 raise ValueError(f"freeze: {both} also in lora.modules_to_save; a part either trains or not")
             apply_lora(self.model, **adapter_settings(lora))
+        self._lr_scales = part_lr_scales(self.model, lr_scale or {}, freeze)  # after LoRA: adapters scale too
         self.tokenizer = None  # set from the datamodule in `setup`; exported with the weights
         self._init_from = init_from
         self._scaled = False  # `configure_model` runs once per fit/validate/test; the knobs apply once
@@ -206,7 +228,8 @@ class ObjectiveModule(L.LightningModule):
         h = self.hparams
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
         total = int(total) if math.isfinite(total) else 1
-        return build_optimizer(self, h.lr, h.weight_decay, tuple(h.betas), h.warmup_steps, total, h.min_lr_ratio)
+        return build_optimizer(self, h.lr, h.weight_decay, tuple(h.betas), h.warmup_steps, total, h.min_lr_ratio,
+                               self._lr_scales)
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)

@@ -128,6 +128,24 @@ def test_no_weight_decay_on_norms_biases_embeddings():
     assert no_decay["weight_decay"] == 0.0
 
 
+def test_lr_scale_sets_a_parts_learning_rate_and_refuses_bad_parts():
+    module = SFTModule(lr=1e-3, lr_scale={"vision": 0.1, "audio": 0.5})
+    optimizer = module.configure_optimizers()["optimizer"]
+    lr_of = {id(p): group["initial_lr"] for group in optimizer.param_groups for p in group["params"]}  # before warmup
+    for name, p in module.named_parameters():
+        expected = 1e-4 if name.startswith("model.vision.") else 5e-4 if name.startswith("model.audio.") else 1e-3
+        assert lr_of[id(p)] == pytest.approx(expected), name
+    assert len(lr_of) == sum(1 for p in module.parameters() if p.requires_grad)  # every parameter, once
+    kinds = sorted((g["lr_scale"], g["weight_decay"]) for g in optimizer.param_groups)
+    assert kinds == [(0.1, 0.0), (0.1, 0.05), (0.5, 0.0), (0.5, 0.05), (1.0, 0.0), (1.0, 0.05)]
+    with pytest.raises(ValueError, match="lr_scale: unknown part 'vison'"):
+        SFTModule(lr_scale={"vison": 0.1})
+    with pytest.raises(ValueError, match="lr_scale: 'vision' is also in freeze"):
+        SFTModule(freeze=["vision"], lr_scale={"vision": 0.1})
+    with pytest.raises(ValueError, match="lr_scale: vision: expected a positive finite"):
+        SFTModule(lr_scale={"vision": 0.0})
+
+
 def test_warmup_then_cosine():
     assert warmup_cosine(0, 10, 110, 0.1) == pytest.approx(0.1)
     assert warmup_cosine(9, 10, 110, 0.1) == pytest.approx(1.0)
