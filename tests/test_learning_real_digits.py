@@ -44,7 +44,7 @@ def test_perception_is_learned_on_real_digits(tmp_path, shared_data):
     fit(reader, TextDataModule([str(paths["train"])], tokenizer=str(tmp_path / "aligned"), block_size=256,
                                batch_size=16, config=reader.config), TEXT_STEPS)
     reader.model.save_pretrained(tmp_path / "reader", reader.tokenizer)
-    sft = SFTModule(init_from=str(tmp_path / "reader"), freeze=["vision"], lr=1e-3)  # as configs/digits_sft.yaml
+    sft = SFTModule(init_from=str(tmp_path / "reader"), lr_scale={"vision": 0.1}, lr=1e-3)  # as configs/digits_sft.yaml
     datamodule = SFTDataModule(config=sft.config, batch_size=8, **manifests)
     fit(sft, datamodule, SFT_STEPS)
 
