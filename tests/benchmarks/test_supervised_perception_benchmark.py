@@ -46,3 +46,14 @@ def test_supervised_perception_benchmark_runs_on_the_digits_task(shared_data):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["speaker"] == "george" and result["affine"] is True and result["steps"] == 2
     assert 0 <= result["image_digit"] <= 1 and 0 <= result["spoken_digit"] <= 1
+
+
+@pytest.mark.needs_data
+def test_supervised_perception_benchmark_trains_one_encoder_with_overrides(shared_data):
+    done = subprocess.run([sys.executable, "benchmarks/supervised_perception.py", "--speaker", "george", "--steps",
+                           "2", "--seeds", "0", "--media", "audio", "--overrides", '{"audio": {"vtlp": 0.1}}',
+                           "--fsdd", str(shared_data / "fsdd")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["overrides"] == {"audio": {"vtlp": 0.1}} and "image_digit" not in result
+    assert 0 <= result["spoken_digit"] <= 1
