@@ -151,7 +151,7 @@ class ObjectiveModule(L.LightningModule):
             if both:
                 raise ValueError(f"freeze: {both} also in lora.modules_to_save; a part either trains or not")
             apply_lora(self.model, **adapter_settings(lora))
-        self._lr_scales = part_lr_scales(self.model, lr_scale or {}, freeze)  # after LoRA: adapters scale too
+        part_lr_scales(self.model, lr_scale or {}, freeze)  # bad parts fail here; the optimizer maps them again
         self.tokenizer = None  # set from the datamodule in `setup`; exported with the weights
         self._init_from = init_from
         self._scaled = False  # `configure_model` runs once per fit/validate/test; the knobs apply once
@@ -228,8 +228,9 @@ class ObjectiveModule(L.LightningModule):
         h = self.hparams
         total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
         total = int(total) if math.isfinite(total) else 1
+        scales = part_lr_scales(self.model, h.lr_scale or {}, h.freeze)  # now: FSDP and LoRA replace parameters
         return build_optimizer(self, h.lr, h.weight_decay, tuple(h.betas), h.warmup_steps, total, h.min_lr_ratio,
-                               self._lr_scales)
+                               scales)
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)

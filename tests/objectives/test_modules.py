@@ -130,12 +130,17 @@ def test_no_weight_decay_on_norms_biases_embeddings():
 
 def test_lr_scale_sets_a_parts_learning_rate_and_refuses_bad_parts():
     module = SFTModule(lr=1e-3, lr_scale={"vision": 0.1, "audio": 0.5})
+    head = module.model.vision.model  # its cls_token and pos_embed replaced after construction, as FSDP2 shards
+    replaced = {name: torch.nn.Parameter(w.detach().clone()) for name, w in head.named_parameters(recurse=False)}
+    for name, w in replaced.items():
+        setattr(head, name, w)
     optimizer = module.configure_optimizers()["optimizer"]
     lr_of = {id(p): group["initial_lr"] for group in optimizer.param_groups for p in group["params"]}  # before warmup
     for name, p in module.named_parameters():
         expected = 1e-4 if name.startswith("model.vision.") else 5e-4 if name.startswith("model.audio.") else 1e-3
         assert lr_of[id(p)] == pytest.approx(expected), name
     assert len(lr_of) == sum(1 for p in module.parameters() if p.requires_grad)  # every parameter, once
+    assert replaced and all(lr_of[id(w)] == pytest.approx(1e-4) for w in replaced.values())
     kinds = sorted((g["lr_scale"], g["weight_decay"]) for g in optimizer.param_groups)
     assert kinds == [(0.1, 0.0), (0.1, 0.05), (0.5, 0.0), (0.5, 0.05), (1.0, 0.0), (1.0, 0.05)]
     with pytest.raises(ValueError, match="lr_scale: unknown part 'vison'"):
