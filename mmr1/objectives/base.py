@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 import lightning as L
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from mmr1.config import Config
 from mmr1.datamodules.tokenizer import Tokenizer
@@ -43,15 +44,20 @@ def check_same_vocabulary(init_from: Optional[str], tokenizer: Tokenizer) -> Non
                          f"pass --data.init_args.tokenizer {init_from}")
 
 
+def part_modules(model: MultimodalModel, part: str, option: str) -> list[nn.Module]:
+    """The modules of a named part (vision, text, audio, fusion, core); a bad name fails naming `option`."""
+    if part not in PARTS:
+        raise ValueError(f"{option}: unknown part {part!r}; expected some of {list(PARTS)}")
+    modules = [getattr(model, name) for name in PARTS[part]]
+    if any(module is None for module in modules):
+        raise ValueError(f"{option}: the model has no {part} part (config has {list(model.config.modalities)})")
+    return modules
+
+
 def freeze_parts(model: MultimodalModel, parts: Sequence[str]) -> None:
     """Stop gradients to the named parts (vision, text, audio, fusion, core)."""
     for part in parts:
-        if part not in PARTS:
-            raise ValueError(f"freeze: unknown part {part!r}; expected some of {list(PARTS)}")
-        for name in PARTS[part]:
-            module = getattr(model, name)
-            if module is None:
-                raise ValueError(f"freeze: the model has no {part} part (config has {list(model.config.modalities)})")
+        for module in part_modules(model, part, "freeze"):
             module.requires_grad_(False)
 
 
@@ -59,16 +65,12 @@ def part_lr_scales(model: MultimodalModel, scales: dict[str, float], frozen: Seq
     """id(parameter) -> lr multiple for the parts named in `scales` (vision, text, audio, fusion, core)."""
     by_id = {}
     for part, scale in scales.items():
-        if part not in PARTS:
-            raise ValueError(f"lr_scale: unknown part {part!r}; expected some of {list(PARTS)}")
+        modules = part_modules(model, part, "lr_scale")
         if part in frozen:
             raise ValueError(f"lr_scale: {part!r} is also in freeze; a part either trains or not")
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
             raise ValueError(f"lr_scale: {part}: expected a positive finite multiple of lr, got {scale!r}")
-        for name in PARTS[part]:
-            module = getattr(model, name)
-            if module is None:
-                raise ValueError(f"lr_scale: the model has no {part} part (config has {list(model.config.modalities)})")
+        for module in modules:
             by_id.update({id(p): float(scale) for p in module.parameters()})
     return by_id
 
