@@ -24,7 +24,8 @@ from mmr1.encoders.output import EncoderOutput
 
 
 class VisionEncoder(nn.Module):
-    """Wraps a timm ViT with `num_classes=0`; tokens are its patch tokens, pooled is timm's pooling."""
+    """Wraps a timm ViT with `num_classes=0`; tokens are its patch tokens (after its class token with
+    `keep_class_token`), pooled is timm's pooling."""
 
     def __init__(self, cfg: VisionConfig) -> None:
         super().__init__()
@@ -38,6 +39,9 @@ class VisionEncoder(nn.Module):
                 global_pool=cfg.pool, class_token=cfg.pool == "token", fc_norm=False,  # tokens leave normalised
                 **({"embed_layer": conv_stem(cfg.patch_size, cfg.width)} if cfg.stem == "conv" else {}),
             )
+        self.keep_class_token = cfg.keep_class_token
+        if self.keep_class_token and getattr(self.model, "cls_token", None) is None:
+            raise ValueError(f"vision.keep_class_token: {cfg.timm_name or 'this ViT'} has no class token")
         self.width: int = self.model.num_features
         if cfg.weights is not None:
             self.load_weights(cfg.weights)
@@ -47,6 +51,8 @@ class VisionEncoder(nn.Module):
         B = self._check(pixel_values, image_mask)
         features = self.model.forward_features(pixel_values)  # [B, prefix + N, D]
         tokens = features[:, self.model.num_prefix_tokens:]  # [B, N, D]
+        if self.keep_class_token:  # timm puts the class token first, then any register tokens
+            tokens = torch.cat([features[:, :1], tokens], dim=1)  # [B, 1 + N, D]
         present = torch.ones(B, dtype=torch.bool, device=tokens.device) if image_mask is None else image_mask
         mask = present[:, None].repeat(1, tokens.shape[1])  # [B, N]
         pooled = self.model.forward_head(features, pre_logits=True) * present[:, None]  # [B, D], 0 when absent

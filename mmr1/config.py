@@ -46,6 +46,8 @@ class VisionConfig:
     pool: Literal["token", "avg"] = "token"  # the pooled state (contrastive objectives): the class token's, or the
     # mean of the patch tokens with no class token (timm's global_pool="avg"), which depends on the image from
     # the first step
+    keep_class_token: bool = False  # the class token (the pooled state contrastive stages align) goes on to fusion
+    # and the core in front of the patch tokens; off, only the patch tokens reach the core
     weights: Optional[str] = None  # local timm-format state dict (.safetensors or .pth)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # normalisation the ViT expects
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -54,6 +56,8 @@ class VisionConfig:
         self.mean, self.std = tuple(self.mean), tuple(self.std)
         _require(self.stem in ("patch", "conv"), "vision.stem", f"must be 'patch' or 'conv', got {self.stem!r}")
         _require(self.pool in ("token", "avg"), "vision.pool", f"must be 'token' or 'avg', got {self.pool!r}")
+        _require(not self.keep_class_token or self.timm_name is not None or self.pool == "token",
+                 "vision.keep_class_token", f"needs a class token (pool: 'token'), got pool {self.pool!r}")
         if self.timm_name is None:
             _divisible(self.image_size, self.patch_size, "vision.image_size", "vision.patch_size")
         if self.stem == "conv":

@@ -158,7 +158,26 @@ def test_avg_pool_is_the_mean_patch_token_and_tells_images_apart_from_the_start(
     assert similarity["avg"] < similarity["token"] - 0.01, similarity  # 0.966 vs 0.986
 
 
+def test_keep_class_token_passes_the_aligned_state_on_in_front_of_the_patch_tokens():
+    """keep_class_token: the class token, which is the pooled state the contrastive stage aligns, goes on to
+    fusion first; the patch tokens after it are the ones the encoder gives without the option."""
+    images = digit_images(4)
+    outputs = {}
+    for keep in (False, True):
+        torch.manual_seed(0)
+        encoder = VisionEncoder(VisionConfig(stem="conv", keep_class_token=keep)).eval()
+        outputs[keep] = encoder(images, torch.tensor([True, True, False, True]))
+    kept, patches = outputs[True], outputs[False]
+    assert kept.tokens.shape == (4, 1 + 16, 64) and kept.mask.shape == (4, 17)
+    torch.testing.assert_close(kept.tokens[:, 1:], patches.tokens)
+    torch.testing.assert_close(kept.tokens[[0, 1, 3], 0], kept.pooled[[0, 1, 3]])
+    assert kept.mask[2].logical_not().all() and kept.mask[[0, 1, 3]].all()
+    with pytest.raises(ValueError, match="vision.keep_class_token: vit_little_patch16_reg4_gap_256 has no class token"):
+        VisionEncoder(VisionConfig(timm_name="vit_little_patch16_reg4_gap_256", image_size=32, keep_class_token=True))
+
+
 @pytest.mark.parametrize("fields, message", [
+    (dict(pool="avg", keep_class_token=True), "vision.keep_class_token"),
     (dict(pool="max"), "vision.pool"),
     (dict(stem="conv", patch_size=6, image_size=36), "power of two"),
     (dict(stem="conv", timm_name="vit_tiny_patch16_224"), "timm_name"),
