@@ -11,12 +11,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from arithmetic_probe import prompts, wrong_results  # noqa: E402
 
 
+RESULTS = {prompt: result for _, _, prompt, result in prompts()}
+
+
 def oracle(text: str) -> str:
-    """What a model that computes right writes next: the result, from the question and digits in the text."""
-    for kind, _, prompt, result in prompts():
-        if prompt == text:
-            return f" {result}. <answer>"
-    raise AssertionError(f"not a probe prompt: {text!r}")
+    """What a model that computes right writes next: the result of the prompt's question and digits."""
+    assert text in RESULTS, f"not a probe prompt: {text!r}"
+    return f" {RESULTS[text]}. <answer>"
 
 
 def test_every_pair_of_every_kind_is_asked_once_and_cut_before_its_result():
