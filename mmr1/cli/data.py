@@ -1,4 +1,4 @@
-"""`mmr1 data synth|digits|check|tokenizer|convert`: make, validate, tokenize and convert datasets (the logic:
+"""`mmr1 data synth|digits|arithmetic|check|tokenizer|convert`: make, validate, tokenize and convert datasets (the logic:
 `mmr1.datamodules`)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = parser_for(main, "data")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="synth|digits|check|tokenizer|convert")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="synth|digits|arithmetic|check|tokenizer|convert")
 
     synth = commands.add_parser("synth", help="write synthetic reasoning records (JSONL + PNG + WAV)")
     synth.add_argument("--out", required=True, type=Path, help="output folder")
@@ -61,6 +61,15 @@ def _parser() -> argparse.ArgumentParser:
     digits.add_argument("--seed", type=int, default=0)
     digits.set_defaults(run=_digits)
 
+    arithmetic = commands.add_parser("arithmetic", help="grade-school arithmetic text records (a ± b, a × b) with "
+                                     "place-value reasoning; no problem in two splits")
+    arithmetic.add_argument("--out", required=True, type=Path, help="output folder (train/val/test.jsonl)")
+    arithmetic.add_argument("--train", type=int, default=1000, help="training problems")
+    arithmetic.add_argument("--val", type=int, default=200, help="selection problems")
+    arithmetic.add_argument("--test", type=int, default=200, help="test problems")
+    arithmetic.add_argument("--seed", type=int, default=0)
+    arithmetic.set_defaults(run=_arithmetic)
+
     tokenizer = commands.add_parser("tokenizer", help="train a byte-level BPE tokenizer")
     tokenizer.add_argument("--corpus", required=True, nargs="+", type=Path, help="text files or JSONL manifests")
     tokenizer.add_argument("--vocab-size", type=int, default=512)
@@ -93,6 +102,14 @@ def _digits(args: argparse.Namespace) -> int:
     paths = write(args.out, args.fsdd, args.test_speaker, {"train": args.train, "val": args.val, "test": args.test},
                   args.seed)
     print(f"wrote {', '.join(str(p) for p in paths.values())} (test speaker {args.test_speaker})")
+    return 0
+
+
+def _arithmetic(args: argparse.Namespace) -> int:
+    from mmr1.datamodules.arithmetic import write
+
+    paths = write(args.out, {"train": args.train, "val": args.val, "test": args.test}, args.seed)
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 
 
