@@ -1,20 +1,21 @@
 """The R1 recipe on a real pretrained core: SmolLM2-135M-Instruct, imported offline, cold-start SFT then GRPO on
 grade-school arithmetic (`mmr1 data arithmetic`: a ± b with two-digit numbers, a × b with a one-digit b, solved by
-place value), held-out accuracy after each stage. Everything runs through `mmr1` commands and the shipped configs,
-as a user would type them (each command is printed):
+place value), held-out accuracy after each stage. Everything runs through `mmr1` commands, the shipped SFT config
+and the benchmark's GRPO config (not shipped: it did not raise held-out accuracy), as a user would type them (each
+command is printed):
 
     mmr1 import --gguf --out OUT/smollm2
     mmr1 data arithmetic --out OUT/data --train N --val V --test T
     mmr1 eval --checkpoint OUT/smollm2 --manifest OUT/data/test.jsonl ...                     imported
     mmr1 fit --config configs/smollm2_arithmetic_sft.yaml ...                                 cold-start SFT (LoRA)
     mmr1 eval --checkpoint <SFT export> --manifest OUT/data/test.jsonl ...
-    mmr1 fit --config benchmarks/configs/smollm2_arithmetic_grpo.yaml --model.init_args.init_from <SFT export> ...   GRPO (LoRA)
+    mmr1 fit --config benchmarks/configs/smollm2_arithmetic_grpo.yaml ... <SFT export>        GRPO (LoRA)
     mmr1 eval --checkpoint <GRPO export> --manifest OUT/data/test.jsonl ...
 
-`val` (problems never in train or test) is the selection split: the configs' checkpointing and every
-hyper-parameter were chosen on it; test problems are never trained or selected on. Accuracy is mmr1's one rule
-(`metrics.correct`: a well-formed <think>…</think><answer>…</answer> whose answer equals the reference by value);
-"last number" is a diagnostic only (the last number anywhere in the response).
+`val` (problems never in train or test) is the selection split: the SFT config exports the best val/loss on it;
+GRPO's lr was chosen on the val split of a separate draw (README). Test problems are never trained or selected
+on. Accuracy is mmr1's one rule (`metrics.correct`: a well-formed <think>…</think><answer>…</answer> whose answer
+equals the reference by value); "last number" is a diagnostic only (the last number anywhere in the response).
 
     .venv/bin/python benchmarks/smollm2_arithmetic.py [--out runs/smollm2_arithmetic] [--train 1000] [--test 200]
         [--gguf FILE | --hf FOLDER]     another Llama/Qwen2 chat model instead of the packaged SmolLM2
@@ -74,8 +75,8 @@ def main() -> None:
                        args.sft_steps, args.val_every)
     stages["cold-start SFT"] = (sft, minutes)
     if args.grpo_steps != 0:
-        grpo, more = fit("benchmarks/configs/smollm2_arithmetic_grpo.yaml", out / "grpo", sft, sft, data, args.grpo_steps,
-                         args.val_every)
+        grpo, more = fit("benchmarks/configs/smollm2_arithmetic_grpo.yaml", out / "grpo", sft, sft, data,
+                         args.grpo_steps, args.val_every)
         stages["GRPO"] = (grpo, minutes + more)
     scores = {stage: score(model, data / "test.jsonl", out / f"{stage.split()[-1].lower()}.jsonl",
                            args.max_new_tokens) for stage, (model, _) in stages.items()}

@@ -18,6 +18,7 @@ from pathlib import Path
 OPS = ("+", "-", "*")
 OP_NAMES = {"+": "plus", "-": "minus", "*": "times"}  # in record ids
 SPLITS = ("test", "val", "train")  # drawn in this order
+AVAILABLE = {"+": 90 * 90, "-": 90 * 90, "*": 90 * 8}  # distinct problems of each op
 
 
 def solve(a: int, op: str, b: int) -> int:
@@ -49,9 +50,10 @@ def problems(sizes: dict[str, int], seed: int = 0) -> dict[str, list[tuple[int, 
         raise ValueError(f"sizes: unknown split(s) {unknown}; expected some of {list(SPLITS)}")
     if any(n < 0 for n in sizes.values()):
         raise ValueError(f"sizes: expected counts >= 0, got {sizes}")
-    available = 2 * 90 * 90 + 90 * 8
-    if sum(sizes.values()) > available:
-        raise ValueError(f"sizes: {sum(sizes.values())} problems asked for, only {available} distinct ones exist")
+    for i, op in enumerate(OPS):  # each split draws its ops in turn: +, -, *, +, ...
+        asked = sum(len(range(i, n, len(OPS))) for n in sizes.values())
+        if asked > AVAILABLE[op]:
+            raise ValueError(f"sizes: {asked} problems with {op!r} asked for, only {AVAILABLE[op]} distinct ones exist")
     rng, seen, out = random.Random(seed), set(), {}
     for split in SPLITS:
         drawn = []

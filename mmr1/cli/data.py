@@ -1,5 +1,5 @@
-"""`mmr1 data synth|digits|arithmetic|check|tokenizer|convert`: make, validate, tokenize and convert datasets (the logic:
-`mmr1.datamodules`)."""
+"""`mmr1 data synth|digits|arithmetic|check|tokenizer|convert`: make, validate, tokenize and convert datasets
+(the logic: `mmr1.datamodules`)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def main(argv: list[str]) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = parser_for(main, "data")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="synth|digits|arithmetic|check|tokenizer|convert")
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="synth|digits|arithmetic|check|tokenizer|convert")
 
     synth = commands.add_parser("synth", help="write synthetic reasoning records (JSONL + PNG + WAV)")
     synth.add_argument("--out", required=True, type=Path, help="output folder")

@@ -21,7 +21,8 @@ def test_smollm2_arithmetic_benchmark_prints_every_stage(tmp_path, tiny_hf_folde
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith(("| imported", "| cold-start SFT", "| GRPO"))]
     assert len(rows) == 3 and all(row.count("%") == 3 for row in rows)
-    for command in ("$ mmr1 import --hf", "$ mmr1 data arithmetic", "$ mmr1 fit --config configs/smollm2_arithmetic_sft.yaml",
+    for command in ("$ mmr1 import --hf", "$ mmr1 data arithmetic",
+                    "$ mmr1 fit --config configs/smollm2_arithmetic_sft.yaml",
                     "$ mmr1 fit --config benchmarks/configs/smollm2_arithmetic_grpo.yaml"):
         assert command in done.stdout
     lines = {s: (tmp_path / "data" / f"{s}.jsonl").read_text().splitlines() for s in ("train", "val", "test")}

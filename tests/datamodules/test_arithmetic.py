@@ -43,7 +43,8 @@ def test_splits_share_no_problem_and_growing_train_keeps_test():
 
 
 @pytest.mark.parametrize("sizes, message", [({"dev": 3}, "unknown split"), ({"train": -1}, "counts >= 0"),
-                                            ({"train": 20000}, "distinct ones exist")])
+                                            ({"train": 20000}, "distinct ones exist"),
+                                            ({"train": 2400}, r"800 problems with '\*' asked for, only 720")])
 def test_bad_sizes_are_refused_by_name(sizes, message):
     with pytest.raises(ValueError, match=message):
         problems(sizes)
