@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,3 +32,25 @@ def exported(stdout: str, command: str) -> str:
     if not folders:
         sys.exit(f"{command}: no 'exported FOLDER' line in its output")
     return folders[-1]
+
+
+def manifests(data: Path) -> list[str]:
+    """The data arguments of a stage that reads manifests: the task's train and val manifests."""
+    return ["--data.init_args.train_manifest", str(data / "train.jsonl"),
+            "--data.init_args.val_manifest", str(data / "val.jsonl")]
+
+
+def fit(config: str, out: Path, data_args: list[str], steps: int | None, init_from: str | None,
+        val_every: int | None) -> tuple[str, float]:
+    """Train one stage under `out`; (its export folder, minutes)."""
+    args = ["fit", "--config", config, "--trainer.default_root_dir", str(out),
+            "--trainer.enable_progress_bar", "false", *data_args]
+    if steps is not None:
+        args += ["--trainer.max_steps", str(steps)]
+    if init_from is not None:
+        args += ["--model.init_args.init_from", init_from]
+    if val_every is not None:
+        args += ["--trainer.val_check_interval", str(val_every)]
+    start = time.perf_counter()
+    stdout = run(args)
+    return exported(stdout, f"mmr1 fit --config {config}"), (time.perf_counter() - start) / 60

@@ -23,21 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 from alignment_probe import probe
-from mmr1_commands import ROOT, exported, run
+from mmr1_commands import ROOT, fit, manifests, run
 
 from mmr1.datamodules.digits import SPEAKERS, perceived_digits
 
 FSDD = ROOT.parent / "shared" / "data" / "fsdd"
-
-
-def manifests(data: Path) -> list[str]:
-    """The data arguments of a multimodal stage: the task's train and val manifests."""
-    return ["--data.init_args.train_manifest", str(data / "train.jsonl"),
-            "--data.init_args.val_manifest", str(data / "val.jsonl")]
 
 
 def texts(data: Path, tokenizer: str) -> list[str]:
@@ -45,22 +38,6 @@ def texts(data: Path, tokenizer: str) -> list[str]:
     return ["--data.init_args.train_files", json.dumps([str(data / "train.jsonl")]),
             "--data.init_args.val_files", json.dumps([str(data / "val.jsonl")]),
             "--data.init_args.tokenizer", tokenizer]
-
-
-def fit(config: str, out: Path, data_args: list[str], steps: int | None, init_from: str | None,
-        val_every: int | None) -> tuple[str, float]:
-    """Train one stage under `out`; (its export folder, minutes)."""
-    args = ["fit", "--config", config, "--trainer.default_root_dir", str(out),
-            "--trainer.enable_progress_bar", "false", *data_args]
-    if steps is not None:
-        args += ["--trainer.max_steps", str(steps)]
-    if init_from is not None:
-        args += ["--model.init_args.init_from", init_from]
-    if val_every is not None:
-        args += ["--trainer.val_check_interval", str(val_every)]
-    start = time.perf_counter()
-    stdout = run(args)
-    return exported(stdout, f"mmr1 fit --config {config}"), (time.perf_counter() - start) / 60
 
 
 def score(model: str, manifest: Path, out: Path) -> dict:

@@ -24,26 +24,15 @@ equals the reference by value); "last number" is a diagnostic only (the last num
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-from mmr1_commands import ROOT, exported, run
+from mmr1_commands import ROOT, fit, manifests, run
 from smollm2_gsm8k import score
 
 
-def fit(config: str, out: Path, init_from: str, tokenizer: str, data: Path, steps: int | None,
-        val_every: int | None) -> tuple[str, float]:
-    """(export folder, minutes) of one `mmr1 fit` on the arithmetic manifests."""
-    args = ["fit", "--config", config, "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar",
-            "false", "--model.init_args.init_from", init_from, "--data.init_args.tokenizer", tokenizer,
-            "--data.init_args.train_manifest", str(data / "train.jsonl"),
-            "--data.init_args.val_manifest", str(data / "val.jsonl")]
-    if steps is not None:
-        args += ["--trainer.max_steps", str(steps)]
-    if val_every is not None:
-        args += ["--trainer.val_check_interval", str(val_every)]
-    start = time.perf_counter()
-    return exported(run(args), "mmr1 fit"), (time.perf_counter() - start) / 60
+def tokenized(data: Path, tokenizer: str) -> list[str]:
+    """The data arguments of a stage: the task's manifests, in the vocabulary of the model it starts from."""
+    return manifests(data) + ["--data.init_args.tokenizer", tokenizer]
 
 
 def main() -> None:
@@ -71,12 +60,12 @@ def main() -> None:
          "--test", str(args.test)])
 
     stages = {"imported": (str(imported), 0.0)}
-    sft, minutes = fit("configs/smollm2_arithmetic_sft.yaml", out / "sft", str(imported), str(imported), data,
-                       args.sft_steps, args.val_every)
+    sft, minutes = fit("configs/smollm2_arithmetic_sft.yaml", out / "sft", tokenized(data, str(imported)),
+                       args.sft_steps, str(imported), args.val_every)
     stages["cold-start SFT"] = (sft, minutes)
     if args.grpo_steps != 0:
-        grpo, more = fit("benchmarks/configs/smollm2_arithmetic_grpo.yaml", out / "grpo", sft, sft, data,
-                         args.grpo_steps, args.val_every)
+        grpo, more = fit("benchmarks/configs/smollm2_arithmetic_grpo.yaml", out / "grpo", tokenized(data, sft),
+                         args.grpo_steps, sft, args.val_every)
         stages["GRPO"] = (grpo, minutes + more)
     scores = {stage: score(model, data / "test.jsonl", out / f"{stage.split()[-1].lower()}.jsonl",
                            args.max_new_tokens) for stage, (model, _) in stages.items()}
