@@ -28,7 +28,7 @@ def solve(a: int, op: str, b: int) -> int:
 
 
 def reasoning(a: int, op: str, b: int) -> str:
-    """The place-value steps that end in the result, e.g. "47 * 6: 40 * 6 = 240. 7 * 6 = 42. 240 + 42 = 282."."""
+    """The place-value steps that end in the result: 47 * 6 -> "40 * 6 = 240. 7 * 6 = 42. 240 + 42 = 282."."""
     if op == "*":
         tens, units = a // 10 * 10, a % 10
         return f"{tens} * {b} = {tens * b}. {units} * {b} = {units * b}. {tens * b} + {units * b} = {a * b}."
@@ -58,7 +58,7 @@ def problems(sizes: dict[str, int], seed: int = 0) -> dict[str, list[tuple[int, 
     for split in SPLITS:
         drawn = []
         while len(drawn) < sizes.get(split, 0):
-            op = OPS[len(drawn) % 3]
+            op = OPS[len(drawn) % len(OPS)]
             problem = (rng.randint(10, 99), op, rng.randint(2, 9) if op == "*" else rng.randint(10, 99))
             if problem not in seen:
                 seen.add(problem)
