@@ -2,7 +2,6 @@
 numbers of pairs, and Lightning DDP training with a modality missing from one rank's batches."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +24,9 @@ def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         torch.tensor(2.0)
 
 
-def worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def worker(rank: int, out: str) -> None:
+    # A file store, not a TCP store on a port picked beforehand that another process may take meanwhile.
+    dist.init_process_group("gloo", init_method=f"file://{out}.store", rank=rank, world_size=2)
     a, b, scale = inputs()
     a = a[rank * ROWS:(rank + 1) * ROWS].clone().requires_grad_()
     b = b[rank * ROWS:(rank + 1) * ROWS].clone().requires_grad_()
@@ -39,18 +38,16 @@ def worker(rank: int, port: int, out: str) -> None:
     dist.all_reduce(scale.grad)
     dist.all_reduce(loss_sum := loss.detach().clone())
     torch.save({"loss": loss_sum / 2, "a": a.grad / 2, "b": b.grad / 2, "scale": scale.grad / 2}, f"{out}.{rank}")
+    dist.barrier()  # neither rank tears down while the other still has work in flight
     dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    # torch 2.11 sometimes aborts in interpreter teardown after a gloo group ("terminate called without an active
+    # exception", about 1 run in 15 here). The result is saved and the group destroyed: leave without that teardown.
+    os._exit(0)
 
 
 def test_padded_gathered_loss_equals_single_process_loss_over_valid_rows(tmp_path):
     out = str(tmp_path / "result")
-    mp.spawn(worker, args=(free_port(), out), nprocs=2, join=True)
+    mp.spawn(worker, args=(out,), nprocs=2, join=True)
 
     a, b, scale = inputs()
     keep = torch.cat(VALID)
