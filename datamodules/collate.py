@@ -10,7 +10,9 @@ sft         input_ids / attention_mask / labels [B, T], right-padded; labels are
             (an index, or one of the record's `choices`): class_labels [B] long
 rl          input_ids / attention_mask [B, T], LEFT-padded prompts for generation
 preference  chosen_* and rejected_* input_ids / attention_mask / labels, one width T
-paired      the media and caption text only (caption, else text, else reasoning)
+paired      the media and caption text only (caption, else text, else reasoning); a record's
+            `image_negatives` / `audio_negatives` (captions wrong about that medium): {m}_negative_ids /
+            {m}_negative_mask [N, L] and {m}_negative_rows [N] (the batch row each belongs to)
 masked      text_ids with BERT-style masking and text_labels [B, L] (-100 = not masked)
 """
 
@@ -22,7 +24,7 @@ import torch
 
 from mmr1.config import Config
 from mmr1.datamodules.prompt import format_prompt, format_response
-from mmr1.datamodules.records import OBJECTIVES
+from mmr1.datamodules.records import OBJECTIVES, paired_text
 from mmr1.datamodules.tokenizer import Tokenizer
 
 IGNORE = -100  # label of positions outside the loss
@@ -72,6 +74,8 @@ class Collator:
                                                         self.text_tokenizer.pad_id)  # [B, L]
             if self.objective == "masked":
                 batch["text_ids"], batch["text_labels"] = self._mask_tokens(batch["text_ids"], batch["text_mask"])
+        if self.objective == "paired" and self.encode_text:
+            batch.update(self._negatives(examples))
         if self.objective == "sft":
             batch.update(self._padded([row["sequence"] for row in rows]))
             if any(e.get("label") is not None for e in examples):
@@ -108,9 +112,26 @@ class Collator:
                 rows[side] = self._sequence(example, _ended(example[side]))
         return rows
 
+    def _negatives(self, examples: list[dict]) -> dict:
+        """{m}_negative_ids / _mask [N, L] and _rows [N] for each medium some example has negatives for."""
+        batch = {}
+        for medium in ("image", "audio"):
+            texts, rows = [], []
+            for row, example in enumerate(examples):
+                for text in example.get(f"{medium}_negatives") or []:
+                    texts.append(self.text_tokenizer.encode(text, add_special_tokens=True))
+                    _check_length(example, texts[-1], self.text_max_length, f"a {medium} negative",
+                                  "text.max_positions")
+                    rows.append(row)
+            if texts:
+                ids, mask = pad(texts, self.text_tokenizer.pad_id)  # [N, L]
+                batch.update({f"{medium}_negative_ids": ids, f"{medium}_negative_mask": mask,
+                              f"{medium}_negative_rows": torch.tensor(rows)})
+        return batch
+
     def _encoder_text(self, example: dict) -> Optional[str]:
         if self.objective == "paired":  # what describes the media; a QA record's reasoning says what it perceives
-            return example.get("caption") or example.get("text") or example.get("reasoning")
+            return paired_text(example)
         if self.objective == "masked":
             return example.get("text") or example.get("caption") or example.get("question")
         return example.get("question")

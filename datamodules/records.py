@@ -20,7 +20,8 @@ from mmr1.datamodules.processors import AudioAugment, AudioProcessor, ImageAugme
 OBJECTIVES = ("sft", "rl", "paired", "masked", "preference")
 TEXT_FIELDS = ("id", "image", "audio", "text", "question", "answer", "reasoning", "caption", "chosen", "rejected")
 STRING_KEYS = ("id", "text", "question", "answer", "reasoning", "caption", "chosen", "rejected")  # copied to examples
-FIELDS = TEXT_FIELDS + ("choices", "label", "difficulty", "sample_rate")  # every field a record may have
+NEGATIVE_KEYS = ("image_negatives", "audio_negatives")  # captions wrong about that medium only (contrastive)
+FIELDS = TEXT_FIELDS + NEGATIVE_KEYS + ("choices", "label", "difficulty", "sample_rate")  # every field a record may have
 REQUIRED = {  # objective -> fields every record must have
     "sft": ("question", "answer"),
     "rl": ("question", "answer"),
@@ -48,6 +49,8 @@ def check_record(record: object, objective: Optional[str], root: Optional[Path] 
     choices = record.get("choices")
     if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
         raise ValueError("choices: expected a list of strings")
+    for key in NEGATIVE_KEYS:
+        check_negatives(key, record.get(key), paired_text(record))
     for key in ("question", "text", "caption"):
         if key in record and record[key] is not None and not record[key].strip():
             raise ValueError(f"{key}: empty")
@@ -68,6 +71,25 @@ def check_record(record: object, objective: Optional[str], root: Optional[Path] 
             if isinstance(record.get(key), str) and not (root / record[key]).is_file():
                 raise ValueError(f"{key}: file not found: {root / record[key]}")
     return record
+
+
+def paired_text(record: dict) -> Optional[str]:
+    """The text contrastive alignment pairs a record's media with: its caption, else text, else reasoning."""
+    return record.get("caption") or record.get("text") or record.get("reasoning")
+
+
+def check_negatives(key: str, negatives: object, text: Optional[str]) -> None:
+    """`image_negatives` / `audio_negatives`: None, or a list of non-empty strings, each the record's paired
+    text (`paired_text`) made wrong about that one medium, so never equal to it."""
+    if negatives is None:
+        return
+    if not (isinstance(negatives, list) and all(isinstance(n, str) and n.strip() for n in negatives)):
+        raise ValueError(f"{key}: expected a list of non-empty strings")
+    if negatives and not text:
+        raise ValueError(f"{key}: a record with negatives needs the caption (or text, or reasoning) they are "
+                         "negatives of")
+    if text in negatives:
+        raise ValueError(f"{key}: {text!r} is the record's own caption, so it cannot be a negative")
 
 
 def unknown_fields(record: dict) -> list[tuple[str, str]]:
@@ -102,6 +124,8 @@ class RecordProcessor:
         if example["question"] is not None and record.get("choices"):
             example["question"] = f"{example['question'].strip()} Choices: {', '.join(record['choices'])}."
         example["label"], example["choices"] = record.get("label"), record.get("choices")
+        for key in NEGATIVE_KEYS:
+            example[key] = record.get(key)
         example["pixel_values"] = example["audio_values"] = None
         image, audio = record.get("image"), record.get("audio")
         if image is not None and self.image is not None:

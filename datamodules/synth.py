@@ -69,6 +69,28 @@ class Spec:
         return " ".join(image + ([_audio_caption(self.tones)] if self.tones else []))
 
     @property
+    def image_negatives(self) -> list[str]:
+        """The caption made wrong about the image in one detail, for `ContrastiveModule(hard_negatives=True)`
+        (NegCLIP): the first shape of another kind, the last shape of the third kind, the middle shape of
+        another colour. Against the other records' captions alone, colours and counts tell the captions apart
+        and the kinds go unlearned; these make the kinds matter to the loss (what they did: README)."""
+        if not self.shapes:
+            return []
+        n = len(self.shapes)
+        changes = [(0, "kind", 1), (n - 1, "kind", 2), (n // 2, "colour", 1)]
+        if n == 1:
+            changes = [(0, "kind", 1), (0, "kind", 2), (0, "colour", 1)]
+        audio = [_audio_caption(self.tones)] if self.tones else []
+        negatives = []
+        for index, field, step in changes:
+            values = KINDS if field == "kind" else tuple(COLOURS)
+            shape = self.shapes[index]
+            other = values[(values.index(getattr(shape, field)) + step) % len(values)]
+            shapes = self.shapes[:index] + (dataclasses.replace(shape, **{field: other}),) + self.shapes[index + 1:]
+            negatives.append(" ".join([_image_caption(shapes)] + audio))
+        return negatives
+
+    @property
     def wrong_reasoning(self) -> str:
         """The careless reasoning of the rejected response in a preference pair."""
         return f"I guess. The answer is {self.wrong_answer}."
@@ -104,7 +126,7 @@ class Synth:
         spec = self.spec(index)
         return {
             "id": spec.id, "question": spec.question, "reasoning": spec.reasoning, "answer": spec.answer,
-            "caption": spec.caption, "difficulty": spec.difficulty,
+            "caption": spec.caption, "difficulty": spec.difficulty, "image_negatives": spec.image_negatives or None,
             "chosen": format_response(spec.reasoning, spec.answer),
             "rejected": format_response(spec.wrong_reasoning, spec.wrong_answer),
             "image": render_image(spec.shapes, self.image_size) if spec.shapes else None,

@@ -28,8 +28,14 @@ def clip_loss(
     world_size: int = 1,
     gather: Optional[Gather] = None,  # x [B, ...] -> world_size tensors [B, ...]; default: all_gather with grad
     valid: Optional[torch.Tensor] = None,  # [B] bool, False = a padding row (every rank pads to one B)
+    b_negatives: Optional[torch.Tensor] = None,  # [N, D] hard negatives on b's side (NegCLIP), this rank's
+    negative_rows: Optional[torch.Tensor] = None,  # [N] long, the row of a that each hard negative belongs to
 ) -> torch.Tensor:
     """Symmetric InfoNCE over the valid rows; with world_size > 1 the negatives are every rank's valid rows.
+
+    Hard negatives (Yuksekgonul et al. 2023, NegCLIP): row i of a also competes against the b_negatives of
+    its own row — its caption made wrong in one detail — in the a→b direction only, so a must carry
+    the detail to tell its caption from them. The b→a direction is unchanged.
 
     Each rank returns its valid rows' summed loss over the count of all ranks' valid rows, times
     world_size: the mean over ranks (DDP's gradient average) is then the mean over every valid
@@ -49,6 +55,12 @@ def clip_loss(
     blocked = torch.finfo(a.dtype).min  # finite, so a padded column gets no weight and no NaN gradient
     logits_ab = (scale * a[own] @ all_b.T).masked_fill(~all_valid, blocked)  # [N, W*B]
     logits_ba = (scale * b[own] @ all_a.T).masked_fill(~all_valid, blocked)  # [N, W*B]
+    if b_negatives is not None and len(b_negatives):
+        if negative_rows is None or negative_rows.shape != b_negatives.shape[:1]:
+            raise ValueError("negative_rows: expected one row index per hard negative")
+        hard = scale * a[own] @ F.normalize(b_negatives, dim=-1).T  # [N, K]
+        mine = negative_rows[None, :] == torch.arange(B, device=a.device)[own][:, None]  # [N, K]
+        logits_ab = torch.cat([logits_ab, hard.masked_fill(~mine, blocked)], dim=1)  # [N, W*B + K]
     summed = F.cross_entropy(logits_ab, targets, reduction="sum") + F.cross_entropy(logits_ba, targets, reduction="sum")
     return summed / 2 / all_valid.sum().clamp(min=1) * world_size
 

@@ -4,15 +4,38 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from mmr1.model import media_inputs
 from mmr1.objectives.base import ObjectiveModule, batch_size
 from mmr1.losses.contrastive import clip_loss, recall_at_1
+
+
+class Pair(NamedTuple):
+    """One modality pair of a batch: a, b [B, E] projected (and centred, with `center`); rows [B] bool, the rows
+    holding both; negatives [N, E] on b's side (or None) and negative_rows [N], the row each belongs to."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    rows: torch.Tensor
+    negatives: Optional[torch.Tensor] = None
+    negative_rows: Optional[torch.Tensor] = None
+
+
+def beats_negatives(pair: Pair) -> torch.Tensor:
+    """Share of the rows with hard negatives whose caption is nearer (cosine) to a than all of that row's
+    negatives are: 1.0 when a carries every detail the negatives change."""
+    a, b, negatives = (F.normalize(x, dim=-1) for x in (pair.a, pair.b, pair.negatives))
+    own = (a * b).sum(-1)  # [B]
+    hard = (a[pair.negative_rows] * negatives).sum(-1)  # [N]
+    worst = torch.full_like(own, -2.0).scatter_reduce(0, pair.negative_rows, hard, reduce="amax")  # [B]
+    rows = torch.zeros_like(pair.rows).index_fill(0, pair.negative_rows, True) & pair.rows  # [B]
+    return (own > worst)[rows].float().mean()
 
 
 def summed_over_ranks(counts: torch.Tensor) -> torch.Tensor:
@@ -26,7 +49,8 @@ class ContrastiveModule(ObjectiveModule):
     """One projection per modality into a shared space and one learnable temperature per modality pair."""
 
     def __init__(self, *args, embed_dim: int = 64, init_temperature: float = 0.07,
-                 pairs: Optional[Sequence[str]] = None, center: bool = False, **kwargs):
+                 pairs: Optional[Sequence[str]] = None, center: bool = False, hard_negatives: bool = False,
+                 **kwargs):
         """
         Args:
             embed_dim: width of the shared space.
@@ -54,42 +78,51 @@ class ContrastiveModule(ObjectiveModule):
         self.logit_scales = nn.ParameterDict({
             key: nn.Parameter(torch.tensor(math.log(1 / init_temperature))) for key in every if key in chosen})
 
-    def pairs(self, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """{"image_text": (a [B, E], b [B, E], rows [B] bool)} for every pair of modalities in the batch.
+    def pairs(self, batch: dict) -> dict[str, Pair]:
+        """{"image_text": Pair(a [B, E], b [B, E], rows [B] bool, ...)} for every pair of modalities in the batch.
 
         Rows where either side is absent stay in place (masked by `rows`), so every rank of a
         data-parallel run holds B rows per pair; a modality absent from the batch gives B masked
-        zero rows, and the key set is the same on every rank.
+        zero rows, and the key set is the same on every rank. A medium–text pair carries the batch's
+        hard negatives for that medium (`image_negatives` of the records), projected as the captions are.
         """
         encoded = self.model.encode(**media_inputs(batch))
         B = batch_size(batch)
         out = {}
         for key in self.logit_scales:
             first, second = key.split("_")
-            sides = [self._embed(encoded, m, B) for m in (first, second)]
-            out[key] = (sides[0][0], sides[1][0], sides[0][1] & sides[1][1])
+            (a, a_present, _), (b, b_present, b_mean) = (self._embed(encoded, m, B) for m in (first, second))
+            negatives = rows = None
+            if self.hparams.hard_negatives and second == "text" and f"{first}_negative_ids" in batch:
+                states = self.model.text_encoder(batch[f"{first}_negative_ids"], batch[f"{first}_negative_mask"])
+                negatives = self.projections["text"](states.pooled) - b_mean  # [N, E]
+                rows = batch[f"{first}_negative_rows"]  # [N]
+            out[key] = Pair(a, b, a_present & b_present, negatives, rows)
         return out
 
-    def _embed(self, encoded: dict, modality: str, B: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(projected pooled states [B, E], present [B]); zeros and absent when the batch lacks the modality."""
+    def _embed(self, encoded: dict, modality: str, B: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(projected pooled states [B, E], present [B], the mean subtracted [1, E] — zeros unless `center`);
+        zeros and absent when the batch lacks the modality."""
         projection = self.projections[modality]
         if modality in encoded:
             projected, present = projection(encoded[modality].pooled), encoded[modality].present  # [B, E], [B]
+            mean = projected.new_zeros(1, projected.shape[-1])
             if self.hparams.center and present.any():
-                projected = projected - projected[present].mean(dim=0, keepdim=True)
-            return projected, present
-        zeros = projection.weight.new_zeros(B, projection.in_features)
-        return projection(zeros), torch.zeros(B, dtype=torch.bool, device=zeros.device)
+                mean = projected[present].mean(dim=0, keepdim=True)
+            return projected - mean, present, mean
+        zeros = projection(projection.weight.new_zeros(B, projection.in_features))
+        return zeros, torch.zeros(B, dtype=torch.bool, device=zeros.device), zeros[:1]
 
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
         """Each pair's InfoNCE over the rows holding both sides on all ranks; pairs with < 2 such rows add 0."""
         rank, world = self.global_rank, self.trainer.world_size if self._trainer is not None else 1
         pairs = self.pairs(batch)
-        counts = torch.stack([rows.sum() for _, _, rows in pairs.values()])  # [K]
+        counts = torch.stack([pair.rows.sum() for pair in pairs.values()])  # [K]
         if world > 1:
             counts = summed_over_ranks(counts)
-        losses = {key: clip_loss(a, b, self.logit_scales[key], rank, world, valid=rows)
-                  for key, (a, b, rows) in pairs.items()}
+        losses = {key: clip_loss(pair.a, pair.b, self.logit_scales[key], rank, world, valid=pair.rows,
+                                 b_negatives=pair.negatives, negative_rows=pair.negative_rows)
+                  for key, pair in pairs.items()}
         counted = [key for key, n in zip(pairs, counts.tolist()) if n >= 2]
         if not counted:
             raise ValueError("batch: no modality pair has two or more rows; contrastive training needs paired records")
@@ -97,10 +130,15 @@ class ContrastiveModule(ObjectiveModule):
         return {"loss": sum(losses.values()) / len(counted), **{key: losses[key] for key in counted}}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        pairs = {key: (a[rows], b[rows]) for key, (a, b, rows) in self.pairs(batch).items() if rows.sum() >= 2}
-        terms = {key: clip_loss(a, b, self.logit_scales[key]) for key, (a, b) in pairs.items()}
+        pairs = {key: pair for key, pair in self.pairs(batch).items() if pair.rows.sum() >= 2}
+        terms = {key: clip_loss(pair.a, pair.b, self.logit_scales[key], valid=pair.rows,
+                                b_negatives=pair.negatives, negative_rows=pair.negative_rows)
+                 for key, pair in pairs.items()}
         metrics = {"loss": sum(terms.values()) / len(terms), **terms}
-        for key, (a, b) in pairs.items():
+        for key, pair in pairs.items():
             first, second = key.split("_")
-            metrics[f"r1_{first}2{second}"], metrics[f"r1_{second}2{first}"] = recall_at_1(a, b)
+            metrics[f"r1_{first}2{second}"], metrics[f"r1_{second}2{first}"] = recall_at_1(pair.a[pair.rows],
+                                                                                        pair.b[pair.rows])
+            if pair.negatives is not None:  # how often the medium's own caption beats every one of its negatives
+                metrics[f"{first}_beats_negatives"] = beats_negatives(pair)
         self._log_terms(metrics, "val", batch)

@@ -193,3 +193,16 @@ def test_a_label_that_names_no_class_names_the_record(tok, fields):
 def test_no_text_ids_for_a_model_without_a_text_encoder(tok):
     batch = Collator(tok, "sft", encode_text=False)([example()])
     assert "text_ids" not in batch and "input_ids" in batch
+
+
+def test_paired_hard_negatives_are_tokenised_with_the_row_they_belong_to(tok):
+    examples = [example(image=True, caption="a red circle", image_negatives=["a red square", "a blue circle"]),
+                example(image=True, caption="a green square"),
+                example(image=True, caption="a blue triangle", image_negatives=["a blue circle"])]
+    batch = Collator(tok, "paired")(examples)
+    texts = [tok.decode(ids[mask].tolist(), skip_special_tokens=True)
+             for ids, mask in zip(batch["image_negative_ids"], batch["image_negative_mask"])]
+    assert texts == ["a red square", "a blue circle", "a blue circle"]
+    assert batch["image_negative_rows"].tolist() == [0, 0, 2]
+    assert "audio_negative_ids" not in batch
+    assert "image_negative_ids" not in Collator(tok, "sft")(examples)  # only contrastive alignment reads them

@@ -41,6 +41,10 @@ def good(**fields):
     (good(answer=None), "3: answer: missing"),
     (good(choices="a,b"), "3: choices"),
     ('["a list"]', "3: record: expected a JSON object"),
+    (good(caption="a red square", image_negatives="a red circle"), "3: image_negatives: expected a list"),
+    (good(caption="a red square", image_negatives=["a red square"]), "3: image_negatives: .* own caption"),
+    (good(audio_negatives=["two beeps"]), "3: audio_negatives: a record with negatives needs the caption"),
+    (good(reasoning="I hear 3.", audio_negatives=["I hear 3."]), "3: audio_negatives: .* own caption"),
 ])
 def test_bad_lines_fail_up_front_with_path_line_and_field(media, bad, where):
     path = write_manifest(media, [good(), good(), bad])

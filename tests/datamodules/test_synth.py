@@ -1,5 +1,6 @@
 """The generator's answers, checked by a solver that only looks at pixels and samples."""
 
+import collections
 import hashlib
 import json
 import re
@@ -186,3 +187,35 @@ def test_bad_arguments():
         Synth(split="dev")
     with pytest.raises(ValueError, match="difficulty"):
         Synth(difficulty=4)
+
+
+def caption_shapes(caption: str) -> collections.Counter:
+    """{(colour, kind): n} of a caption's image part, "An image of 2 red circles and 1 blue square."."""
+    listing = re.match(r"An image of (.*?)\.", caption).group(1)
+    found = re.findall(r"(\d+) (\w+) (circle|square|triangle)s?", listing)
+    return collections.Counter({(colour, kind): int(n) for n, colour, kind in found})
+
+
+def test_image_negatives_are_the_caption_wrong_about_one_shape():
+    """Each hard negative: the pixels' shapes with exactly one shape's kind or colour changed, the sound's part
+    untouched; at least two change a kind (what alignment against other records' captions leaves out)."""
+    synth, checked = Synth(seed=4), 0
+    for i in range(60):
+        record = synth.record(i)
+        if record["image"] is None:
+            assert record["image_negatives"] is None
+            continue
+        seen = collections.Counter((s["colour"], s["kind"]) for s in see(record["image"]))
+        assert caption_shapes(record["caption"]) == seen
+        sound = record["caption"].partition(". ")[2]
+        kinds_changed = 0
+        for negative in record["image_negatives"]:
+            assert negative != record["caption"] and negative.partition(". ")[2] == sound
+            removed, added = seen - caption_shapes(negative), caption_shapes(negative) - seen
+            assert sum(removed.values()) == sum(added.values()) == 1, negative
+            (old,), (new,) = removed, added
+            assert (old[0] == new[0]) != (old[1] == new[1]), negative  # one attribute changed, not both
+            kinds_changed += old[0] == new[0]
+        assert kinds_changed >= 2
+        checked += 1
+    assert checked >= 30

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -67,3 +68,28 @@ def test_recall_at_1_counts_own_pairs():
     b = torch.eye(4)[[0, 1, 3, 2]]
     assert recall_at_1(a, a) == (1.0, 1.0)
     assert recall_at_1(a, b) == (0.5, 0.5)
+
+
+def test_hard_negatives_are_extra_columns_of_their_own_row_only():
+    """NegCLIP: a→b cross-entropy over the batch's b plus the row's own hard negatives; b→a unchanged."""
+    torch.manual_seed(3)
+    a, b, negatives = torch.randn(4, 8), torch.randn(4, 8), torch.randn(3, 8)
+    rows = torch.tensor([0, 0, 2])
+    scale = torch.tensor(1.5)
+    an, bn, nn_ = (F.normalize(x, dim=-1) for x in (a, b, negatives))
+    logits = scale.exp() * an @ bn.T  # [4, 4]
+    hard = scale.exp() * an @ nn_.T  # [4, 3]
+    hard = hard.masked_fill(rows[None, :] != torch.arange(4)[:, None], float("-inf"))
+    a2b = F.cross_entropy(torch.cat([logits, hard], 1), torch.arange(4))
+    want = (a2b + F.cross_entropy(logits.T, torch.arange(4))) / 2
+    torch.testing.assert_close(clip_loss(a, b, scale, b_negatives=negatives, negative_rows=rows), want)
+    # a negative equal to row 1's own caption: that row's a→b term rises by log(1 + p), p its softmax probability
+    same = clip_loss(a, b, scale, b_negatives=b[1:2], negative_rows=torch.tensor([1]))
+    p = logits[1].softmax(0)[1]
+    torch.testing.assert_close(same - clip_loss(a, b, scale), torch.log1p(p) / 4 / 2)
+
+
+def test_hard_negatives_need_their_rows():
+    a, b = torch.randn(2, 4), torch.randn(2, 4)
+    with pytest.raises(ValueError, match="negative_rows"):
+        clip_loss(a, b, torch.tensor(1.0), b_negatives=torch.randn(2, 4), negative_rows=torch.tensor([0]))

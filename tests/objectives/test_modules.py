@@ -223,3 +223,27 @@ def test_reference_copy_is_frozen_and_answers_bit_for_bit_like_the_policy():
               "audio_values": torch.randn(2, 4000, generator=g) * 0.1, "audio_lengths": torch.tensor([4000, 2500])}
     with torch.no_grad():
         assert torch.equal(policy(**inputs)[0].logits, reference(**inputs)[0].logits)
+
+
+def test_contrastive_aligns_images_against_their_captions_hard_negatives():
+    """Built-in records carry `image_negatives`: with hard_negatives they enter the image→text loss (not the
+    audio's) and validation logs how often an image's caption beats all of its negatives; without, nothing
+    changes."""
+    torch.manual_seed(0)
+    module = ContrastiveModule(pairs=["image_text", "audio_text"], hard_negatives=True)
+    dm = PairedDataModule(config=module.config, batch_size=8, synth_train_size=8, synth_val_size=8, augment=False)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image_negative_ids"].shape[0] == 3 * int(batch["image_mask"].sum())
+    module.eval()
+    with torch.no_grad():
+        with_negatives = module.losses(batch)
+        plain = module.losses({k: v for k, v in batch.items() if "_negative_" not in k})
+    assert with_negatives["image_text"] > plain["image_text"]
+    torch.testing.assert_close(with_negatives["audio_text"], plain["audio_text"])
+    metrics = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False).validate(module, dm, verbose=False)[0]
+    assert 0.0 <= metrics["val/image_beats_negatives"] <= 1.0
+    module.hparams.hard_negatives = False
+    with torch.no_grad():
+        torch.testing.assert_close(module.losses(batch)["image_text"], plain["image_text"])
