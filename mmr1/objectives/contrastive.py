@@ -50,7 +50,7 @@ class ContrastiveModule(ObjectiveModule):
 
     def __init__(self, *args, embed_dim: int = 64, init_temperature: float = 0.07,
                  pairs: Optional[Sequence[str]] = None, center: bool = False, hard_negatives: bool = False,
-                 **kwargs):
+                 caption_words: float = 0.0, **kwargs):
         """
         Args:
             embed_dim: width of the shared space.
@@ -77,8 +77,13 @@ class ContrastiveModule(ObjectiveModule):
                                           if m in used})
         self.logit_scales = nn.ParameterDict({
             key: nn.Parameter(torch.tensor(math.log(1 / init_temperature))) for key in every if key in chosen})
+        if caption_words < 0:
+            raise ValueError(f"caption_words: expected a weight >= 0, got {caption_words}")
+        worded = [key.split("_")[0] for key in chosen if key.endswith("_text")] if caption_words else []
+        self.word_heads = nn.ModuleDict({m: nn.Linear(widths[m], self.model.text_encoder.vocab_size)
+                                         for m in worded})
 
-    def pairs(self, batch: dict) -> dict[str, Pair]:
+    def pairs(self, batch: dict, encoded: Optional[dict] = None) -> dict[str, Pair]:
         """{"image_text": Pair(a [B, E], b [B, E], rows [B] bool, ...)} for every pair of modalities in the batch.
 
         Rows where either side is absent stay in place (masked by `rows`), so every rank of a
@@ -86,7 +91,7 @@ class ContrastiveModule(ObjectiveModule):
         zero rows, and the key set is the same on every rank. A medium–text pair carries the batch's
         hard negatives for that medium (`image_negatives` of the records), projected as the captions are.
         """
-        encoded = self.model.encode(**media_inputs(batch))
+        encoded = self.model.encode(**media_inputs(batch)) if encoded is None else encoded
         B = batch_size(batch)
         out = {}
         for key in self.logit_scales:
@@ -116,7 +121,8 @@ class ContrastiveModule(ObjectiveModule):
     def losses(self, batch: dict) -> dict[str, torch.Tensor]:
         """Each pair's InfoNCE over the rows holding both sides on all ranks; pairs with < 2 such rows add 0."""
         rank, world = self.global_rank, self.trainer.world_size if self._trainer is not None else 1
-        pairs = self.pairs(batch)
+        encoded = self.model.encode(**media_inputs(batch))
+        pairs = self.pairs(batch, encoded)
         counts = torch.stack([pair.rows.sum() for pair in pairs.values()])  # [K]
         if world > 1:
             counts = summed_over_ranks(counts)
@@ -127,14 +133,39 @@ class ContrastiveModule(ObjectiveModule):
         if not counted:
             raise ValueError("batch: no modality pair has two or more rows; contrastive training needs paired records")
         # A pair with < 2 rows has a loss of exactly 0; summing it keeps every parameter in the graph (DDP).
-        return {"loss": sum(losses.values()) / len(counted), **{key: losses[key] for key in counted}}
+        total = sum(losses.values()) / len(counted)
+        words = self.caption_word_losses(batch, encoded)
+        if words:
+            total = total + self.hparams.caption_words * sum(words.values()) / len(words)
+        return {"loss": total, **{key: losses[key] for key in counted}, **words}
+
+    def caption_word_losses(self, batch: dict, encoded: dict) -> dict[str, torch.Tensor]:
+        """{"image_words": loss} for each medium with a word head: over the rows holding the medium and a
+        caption, cross-entropy of the head's vocabulary logits [B, V] against the caption's bag of tokens
+        (every distinct real token of text_ids, each with the same share). A batch without such rows adds
+        0 and keeps the head in the graph (DDP)."""
+        out = {}
+        for medium, head in self.word_heads.items():
+            if medium not in encoded or "text_ids" not in batch:
+                continue
+            logits = head(encoded[medium].pooled)  # [B, V]
+            counts = torch.zeros_like(logits).scatter_add_(1, batch["text_ids"], batch["text_mask"].to(logits.dtype))
+            bag = (counts > 0).to(logits.dtype)  # [B, V] multi-hot of the real tokens (padding adds 0)
+            rows = encoded[medium].present & batch["text_mask"].any(1)  # [B]
+            if rows.any():
+                targets = bag[rows] / bag[rows].sum(-1, keepdim=True)
+                out[f"{medium}_words"] = F.cross_entropy(logits[rows], targets)
+            else:
+                out[f"{medium}_words"] = logits.sum() * 0.0
+        return out
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        pairs = {key: pair for key, pair in self.pairs(batch).items() if pair.rows.sum() >= 2}
+        encoded = self.model.encode(**media_inputs(batch))
+        pairs = {key: pair for key, pair in self.pairs(batch, encoded).items() if pair.rows.sum() >= 2}
         terms = {key: clip_loss(pair.a, pair.b, self.logit_scales[key], valid=pair.rows,
                                 b_negatives=pair.negatives, negative_rows=pair.negative_rows)
                  for key, pair in pairs.items()}
-        metrics = {"loss": sum(terms.values()) / len(terms), **terms}
+        metrics = {"loss": sum(terms.values()) / len(terms), **terms, **self.caption_word_losses(batch, encoded)}
         for key, pair in pairs.items():
             first, second = key.split("_")
             metrics[f"r1_{first}2{second}"], metrics[f"r1_{second}2{first}"] = recall_at_1(pair.a[pair.rows],

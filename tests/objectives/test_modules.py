@@ -247,3 +247,26 @@ def test_contrastive_aligns_images_against_their_captions_hard_negatives():
     module.hparams.hard_negatives = False
     with torch.no_grad():
         torch.testing.assert_close(module.losses(batch)["image_text"], plain["image_text"])
+
+
+def test_caption_words_each_medium_predicts_the_tokens_of_its_caption():
+    """SuperClass beside InfoNCE: the image's head is trained towards its caption's bag of tokens only (not the
+    padding, not other rows'), and the loss enters the total with its weight; 0 builds no head."""
+    torch.manual_seed(0)
+    module = ContrastiveModule(pairs=["image_text"], caption_words=0.5)
+    dm = PairedDataModule(config=module.config, batch_size=4, synth_train_size=8, augment=False)
+    dm.setup("fit")
+    batch = next(b for b in dm.train_dataloader() if b["image_mask"].all())
+    losses = module.losses(batch)
+    torch.testing.assert_close(losses["loss"], losses["image_text"] + 0.5 * losses["image_words"])
+    head = module.word_heads["image"]
+    pooled = module.model.encode(**{k: batch[k] for k in ("pixel_values", "image_mask")})["image"].pooled
+    logits = head(pooled)  # [B, V]
+    want = []
+    for row in range(len(logits)):
+        words = sorted(set(batch["text_ids"][row][batch["text_mask"][row]].tolist()))
+        want.append(-logits[row].log_softmax(-1)[words].mean())
+    torch.testing.assert_close(losses["image_words"], torch.stack(want).mean(), rtol=1e-4, atol=1e-5)
+    assert not ContrastiveModule(pairs=["image_text"]).word_heads
+    with pytest.raises(ValueError, match="caption_words"):
+        ContrastiveModule(caption_words=-1.0)

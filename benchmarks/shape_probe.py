@@ -1,0 +1,122 @@
+"""Does an image encoder tell the built-in shapes' kinds and colours apart? Two measurements on single shapes
+drawn as the synthetic generator draws them (size 20-30% of the image, random place, kind and colour):
+
+    probe       for each checkpoint (e.g. a pipeline's pretrain/export): the nearest class mean of the pooled
+                image state (kind, colour; means from 400 images, scored on 400 others) and a logistic
+                regression on all of the image tokens (kind)
+    supervised  a fresh ViT of the recipe (tiny preset, conv stem), with a linear head, trained on the kind
+                label alone: its accuracy on 600 new images every 100 steps (how many images it needs)
+
+    .venv/bin/python benchmarks/shape_probe.py [EXPORT ...] [--supervised-steps 800 --batch 16]
+
+Chance is 33% for a kind and 25% for a colour. It trains no checkpoint, so it is a cheap selection signal for
+the pipeline's alignment stage (README: "The R1 recipe").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+
+from mmr1.checkpoint import load_model
+from mmr1.config import Config
+from mmr1.datamodules.processors import ImageProcessor
+from mmr1.datamodules.synth import COLOURS, KINDS, _shapes, render_image
+from mmr1.encoders.vision import VisionEncoder
+
+PROBE_FIT, PROBE_TEST = 400, 400
+
+
+def single_shapes(n: int, seed: int, image_size: int = 32) -> list[tuple[Image.Image, int, int]]:
+    """(image, kind index, colour index) of n images with one shape each."""
+    rng, out = np.random.default_rng(seed), []
+    while len(out) < n:
+        shapes = _shapes(rng, 1, image_size, unique_largest=False)
+        if shapes:
+            shape = shapes[0]
+            out.append((render_image(shapes, image_size), KINDS.index(shape.kind), list(COLOURS).index(shape.colour)))
+    return out
+
+
+def pixels(processor: ImageProcessor, items: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """pixel_values [N, 3, H, W] and image_mask [N] (all True)."""
+    return torch.stack([processor(image) for image, _, _ in items]), torch.ones(len(items), dtype=torch.bool)
+
+
+def nearest_mean(fit: torch.Tensor, fit_labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor) -> float:
+    """Share of test states [N, W] nearest (cosine) to their own class's mean fit state."""
+    fit, test = F.normalize(fit, dim=-1), F.normalize(test, dim=-1)
+    means = torch.stack([fit[fit_labels == c].mean(0) for c in range(int(fit_labels.max()) + 1)])  # [C, W]
+    return (test @ means.T).argmax(-1).eq(test_labels).float().mean().item()
+
+
+@torch.no_grad()
+def probe(checkpoint: str) -> dict[str, float]:
+    """kind and colour by nearest class mean of the pooled state; kind by logistic regression on all tokens."""
+    model, _ = load_model(checkpoint)
+    model.eval()
+    processor = ImageProcessor(model.config.vision)
+    fit, test = single_shapes(PROBE_FIT, 0, model.config.vision.image_size), \
+        single_shapes(PROBE_TEST, 1, model.config.vision.image_size)
+    states = [model.vision(*pixels(processor, items)) for items in (fit, test)]
+    labels = [[torch.tensor([item[j] for item in items]) for items in (fit, test)] for j in (1, 2)]  # kind, colour
+    tokens = [s.tokens.flatten(1).numpy() for s in states]  # [N, T * W]
+    regression = LogisticRegression(max_iter=3000).fit(tokens[0], labels[0][0].numpy())
+    return {"kind_nearest_mean": nearest_mean(states[0].pooled, labels[0][0], states[1].pooled, labels[0][1]),
+            "colour_nearest_mean": nearest_mean(states[0].pooled, labels[1][0], states[1].pooled, labels[1][1]),
+            "kind_logistic_tokens": float(regression.score(tokens[1], labels[0][1].numpy()))}
+
+
+def supervised(steps: int, batch: int, seed: int = 0, lr: float = 1e-3) -> list[tuple[int, float]]:
+    """(step, kind accuracy on 600 new images) every 100 steps of a fresh recipe ViT + linear head."""
+    torch.manual_seed(seed)
+    config = Config.from_name("tiny", vision={"stem": "conv"}).vision
+    encoder = VisionEncoder(config)
+    head = nn.Linear(encoder.width, len(KINDS))
+    processor = ImageProcessor(config)
+    test = single_shapes(600, 10_000 + seed, config.image_size)
+    test_x, test_mask = pixels(processor, test)
+    test_y = torch.tensor([kind for _, kind, _ in test])
+    optimizer = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=lr)
+    curve = []
+    for step in range(1, steps + 1):
+        items = single_shapes(batch, seed * 1_000_003 + step, config.image_size)
+        x, mask = pixels(processor, items)
+        loss = F.cross_entropy(head(encoder(x, mask).pooled), torch.tensor([kind for _, kind, _ in items]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == steps:
+            encoder.eval()
+            with torch.no_grad():
+                accuracy = head(encoder(test_x, test_mask).pooled).argmax(-1)
+            curve.append((step, accuracy.eq(test_y).float().mean().item()))
+            encoder.train()
+    return curve
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoints", nargs="*", help="checkpoint folders to probe")
+    parser.add_argument("--supervised-steps", type=int, default=0, help="train a fresh ViT on kinds this long")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if not args.checkpoints and not args.supervised_steps:
+        parser.error("name a checkpoint to probe, or --supervised-steps N")
+    for checkpoint in args.checkpoints:
+        print(json.dumps({"checkpoint": checkpoint, **{k: round(v, 3) for k, v in probe(checkpoint).items()}}))
+    if args.supervised_steps:
+        for step, accuracy in supervised(args.supervised_steps, args.batch, args.seed):
+            print(json.dumps({"supervised_step": step, "batch": args.batch, "kind_accuracy": round(accuracy, 3)}))
+
+
+if __name__ == "__main__":
+    main()
