@@ -59,6 +59,15 @@ def reasoning(image: int, sound: int, question: Question) -> str:
     return f"The picture shows {image}. The sound says {sound}. {question.step(image, sound)}"
 
 
+def negatives(image: int, sound: int, question: Question) -> dict[str, list[str]]:
+    """The record's reasoning made wrong about one medium (the hard negatives of `ContrastiveModule(
+    hard_negatives=True)`): the picture's digit, or the sound's, moved 1, 4 and 7 along (mod 10), the rest
+    of the reasoning recomputed from it, so each negative is a reasoning a record could have."""
+    steps = (1, 4, 7)
+    return {"image_negatives": [reasoning((image + k) % 10, sound, question) for k in steps],
+            "audio_negatives": [reasoning(image, (sound + k) % 10, question) for k in steps]}
+
+
 _PERCEIVED = re.compile(r"picture shows (-?\d+)\.\s*The sound says (-?\d+)")
 
 
@@ -134,6 +143,7 @@ def write(out: str | Path, fsdd: str | Path, test_speaker: str = "theo", sizes: 
                     "id": f"digits-{split}-{i}", "image": image, "audio": os.path.relpath(clip, out),
                     "question": question.text, "reasoning": reasoning(image_digit, sound_digit, question),
                     "answer": str(question.answer(image_digit, sound_digit)),
+                    **negatives(image_digit, sound_digit, question),
                 }
                 f.write(json.dumps(record) + "\n")
         paths[split] = path

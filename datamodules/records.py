@@ -21,7 +21,7 @@ OBJECTIVES = ("sft", "rl", "paired", "masked", "preference")
 TEXT_FIELDS = ("id", "image", "audio", "text", "question", "answer", "reasoning", "caption", "chosen", "rejected")
 STRING_KEYS = ("id", "text", "question", "answer", "reasoning", "caption", "chosen", "rejected")  # copied to examples
 NEGATIVE_KEYS = ("image_negatives", "audio_negatives")  # captions wrong about that medium only (contrastive)
-FIELDS = TEXT_FIELDS + NEGATIVE_KEYS + ("choices", "label", "difficulty", "sample_rate")  # every field a record may have
+FIELDS = TEXT_FIELDS + NEGATIVE_KEYS + ("choices", "label", "difficulty", "sample_rate")  # all a record may have
 REQUIRED = {  # objective -> fields every record must have
     "sft": ("question", "answer"),
     "rl": ("question", "answer"),

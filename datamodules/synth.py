@@ -71,9 +71,10 @@ class Spec:
     @property
     def image_negatives(self) -> list[str]:
         """The caption made wrong about the image in one detail, for `ContrastiveModule(hard_negatives=True)`
-        (NegCLIP): the first shape of another kind, the last shape of the third kind, the middle shape of
-        another colour. Against the other records' captions alone, colours and counts tell the captions apart
-        and the kinds go unlearned; these make the kinds matter to the loss (what they did: README)."""
+        (NegCLIP): the first shape's kind moved one along KINDS, the last shape's two along (one shape: both
+        changes on it), the middle shape's colour one along COLOURS. Against the other records' captions
+        alone, colours and counts tell the captions apart and the kinds go unlearned; these make the kinds
+        matter to the loss (what they did: README)."""
         if not self.shapes:
             return []
         n = len(self.shapes)

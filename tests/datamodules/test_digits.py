@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mmr1.datamodules.digits import QUESTIONS, perceived_digits, reasoning, write
+from mmr1.datamodules.digits import QUESTIONS, negatives, perceived_digits, reasoning, write
+from mmr1.datamodules.records import check_record
 
 
 def test_reasoning_is_read_back_and_answers_are_exact():
@@ -45,4 +46,24 @@ def test_data_digits_command_writes_the_manifests(tmp_path, shared_data, capsys)
                  "--train", "20", "--val", "5", "--test", "5"]) == 0
     assert "test speaker theo" in capsys.readouterr().out
     assert sum(1 for _ in (tmp_path / "train.jsonl").open()) == 20
+    record = json.loads((tmp_path / "train.jsonl").open().readline())
+    question = next(q for q in QUESTIONS if q.text == record["question"])
+    want = negatives(*perceived_digits(record["reasoning"]), question)
+    assert (record["image_negatives"], record["audio_negatives"]) == (want["image_negatives"], want["audio_negatives"])
+    check_record(record, "paired", tmp_path)  # the negatives are valid ones
     assert main(["data", "digits", "--out", str(tmp_path), "--fsdd", str(tmp_path / "nowhere")]) == 2
+
+
+def test_negatives_change_one_medium_s_digit_and_recompute_the_rest():
+    """Each image negative reads back another picture digit and the same spoken digit (and the reverse), and is
+    the reasoning that digit would give, so only the one medium can tell it from the record's own."""
+    for question in QUESTIONS:
+        for image, sound in [(7, 3), (0, 9), (5, 5)]:
+            own = reasoning(image, sound, question)
+            found = negatives(image, sound, question)
+            for key, which in (("image_negatives", 0), ("audio_negatives", 1)):
+                digits = [perceived_digits(text) for text in found[key]]
+                assert len(set(digits)) == 3 and own not in found[key]
+                for text, (i, s) in zip(found[key], digits):
+                    assert (i, s)[1 - which] == (image, sound)[1 - which] and (i, s)[which] != (image, sound)[which]
+                    assert text == reasoning(i, s, question)
