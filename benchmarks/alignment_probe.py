@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from mmr1.checkpoint import load_model
 from mmr1.datamodules.collate import media
@@ -55,9 +56,16 @@ def nearest_mean_accuracy(model, processor, data: Path, key: str, test_split: st
     missing = sorted(set(range(10)) - set(train_y.tolist()))
     if missing:
         raise ValueError(f"{data}/train.jsonl: no {key} of digit(s) {missing} to form a class mean")
-    means = torch.stack([train_x[train_y == digit].mean(0) for digit in range(10)])  # [10, D]
     test_x, test_y = pooled_states(model, processor, data, labelled_media(data, test_split, key), key)
-    return ((test_x @ torch.nn.functional.normalize(means, dim=-1).T).argmax(-1) == test_y).float().mean().item()
+    return nearest_mean(train_x, train_y, test_x, test_y)
+
+
+def nearest_mean(fit: torch.Tensor, fit_labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor) -> float:
+    """Share of test states [N, D] whose nearest (cosine) class mean of the fit states [M, D] is their own class's;
+    classes are 0 .. fit_labels.max(), each with a fit state."""
+    fit, test = F.normalize(fit, dim=-1), F.normalize(test, dim=-1)
+    means = torch.stack([fit[fit_labels == c].mean(0) for c in range(int(fit_labels.max()) + 1)])  # [C, D]
+    return ((test @ F.normalize(means, dim=-1).T).argmax(-1) == test_labels).float().mean().item()
 
 
 def probe(checkpoint: str | Path, data: str | Path) -> dict[str, float]:

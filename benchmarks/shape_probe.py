@@ -25,6 +25,8 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from alignment_probe import nearest_mean
+
 from mmr1.checkpoint import load_model
 from mmr1.config import Config
 from mmr1.datamodules.processors import ImageProcessor
@@ -48,13 +50,6 @@ def single_shapes(n: int, seed: int, image_size: int = 32) -> list[tuple[Image.I
 def pixels(processor: ImageProcessor, items: list) -> tuple[torch.Tensor, torch.Tensor]:
     """pixel_values [N, 3, H, W] and image_mask [N] (all True)."""
     return torch.stack([processor(image) for image, _, _ in items]), torch.ones(len(items), dtype=torch.bool)
-
-
-def nearest_mean(fit: torch.Tensor, fit_labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor) -> float:
-    """Share of test states [N, W] nearest (cosine) to their own class's mean fit state."""
-    fit, test = F.normalize(fit, dim=-1), F.normalize(test, dim=-1)
-    means = torch.stack([fit[fit_labels == c].mean(0) for c in range(int(fit_labels.max()) + 1)])  # [C, W]
-    return (test @ means.T).argmax(-1).eq(test_labels).float().mean().item()
 
 
 @torch.no_grad()
