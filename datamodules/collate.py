@@ -10,21 +10,25 @@ sft         input_ids / attention_mask / labels [B, T], right-padded; labels are
             (an index, or one of the record's `choices`): class_labels [B] long
 rl          input_ids / attention_mask [B, T], LEFT-padded prompts for generation
 preference  chosen_* and rejected_* input_ids / attention_mask / labels, one width T
-paired      the media and caption text only (caption, else text, else reasoning); a record's
-            `image_negatives` / `audio_negatives` (captions wrong about that medium): {m}_negative_ids /
-            {m}_negative_mask [N, L] and {m}_negative_rows [N] (the batch row each belongs to)
+paired      the media and caption text only (caption, else text, else reasoning) and text_keys [B]
+            (rows with one key hold one text); where records carry a medium's own caption
+            (`image_caption` / `audio_caption`), that medium's text: {m}_text_ids / {m}_text_mask [B, L]
+            and {m}_text_keys [B]; a record's `image_negatives` / `audio_negatives` (captions wrong about
+            that medium): {m}_negative_ids / {m}_negative_mask [N, L] and {m}_negative_rows [N] (the batch
+            row each belongs to)
 masked      text_ids with BERT-style masking and text_labels [B, L] (-100 = not masked)
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Optional
 
 import torch
 
 from mmr1.config import Config
 from mmr1.datamodules.prompt import format_prompt, format_response
-from mmr1.datamodules.records import OBJECTIVES, paired_text
+from mmr1.datamodules.records import OBJECTIVES, medium_text, paired_text
 from mmr1.datamodules.tokenizer import Tokenizer
 
 IGNORE = -100  # label of positions outside the loss
@@ -75,6 +79,9 @@ class Collator:
             if self.objective == "masked":
                 batch["text_ids"], batch["text_labels"] = self._mask_tokens(batch["text_ids"], batch["text_mask"])
         if self.objective == "paired" and self.encode_text:
+            if "text_ids" in batch:
+                batch["text_keys"] = text_keys([paired_text(e) for e in examples])  # [B]
+            batch.update(self._medium_texts(examples))
             batch.update(self._negatives(examples))
         if self.objective == "sft":
             batch.update(self._padded([row["sequence"] for row in rows]))
@@ -111,6 +118,22 @@ class Collator:
             for side in ("chosen", "rejected"):
                 rows[side] = self._sequence(example, _ended(example[side]))
         return rows
+
+    def _medium_texts(self, examples: list[dict]) -> dict:
+        """{m}_text_ids / _mask [B, L] and {m}_text_keys [B] for each medium some example has its own caption for;
+        a row without one holds the record's paired text."""
+        batch = {}
+        for medium in ("image", "audio"):
+            if not any(e.get(f"{medium}_caption") for e in examples):
+                continue
+            texts = [medium_text(e, medium) for e in examples]
+            rows = []
+            for example, text in zip(examples, texts):
+                rows.append(self.text_tokenizer.encode(text, add_special_tokens=True) if text else [])
+                _check_length(example, rows[-1], self.text_max_length, f"the {medium} caption", "text.max_positions")
+            batch[f"{medium}_text_ids"], batch[f"{medium}_text_mask"] = pad(rows, self.text_tokenizer.pad_id)
+            batch[f"{medium}_text_keys"] = text_keys(texts)
+        return batch
 
     def _negatives(self, examples: list[dict]) -> dict:
         """{m}_negative_ids / _mask [N, L] and _rows [N] for each medium some example has negatives for."""
@@ -179,6 +202,13 @@ def media(examples: list[dict]) -> dict:
                 values[row, :len(wave)] = wave
         batch["audio_values"], batch["audio_lengths"] = values, lengths
     return batch
+
+
+def text_keys(texts: list[Optional[str]]) -> torch.Tensor:
+    """[B] long keys, equal where the texts are: 63 bits of each text's BLAKE2 digest, the same in every
+    process, so keys from different ranks compare."""
+    digests = [hashlib.blake2b((t or "").encode(), digest_size=8).digest() for t in texts]
+    return torch.tensor([int.from_bytes(d, "big") >> 1 for d in digests], dtype=torch.long)
 
 
 def pad(rows: list[list[int]], value: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -59,6 +59,13 @@ def reasoning(image: int, sound: int, question: Question) -> str:
     return f"The picture shows {image}. The sound says {sound}. {question.step(image, sound)}"
 
 
+def captions(image: int, sound: int) -> dict[str, str]:
+    """Each medium's own caption, the reasoning's sentence about it (`image_caption` / `audio_caption`: what
+    `ContrastiveModule(medium_captions=True)` pairs that medium with, so the picture is never scored on the
+    sound's digit)."""
+    return {"image_caption": f"The picture shows {image}.", "audio_caption": f"The sound says {sound}."}
+
+
 def negatives(image: int, sound: int, question: Question) -> dict[str, list[str]]:
     """The record's reasoning made wrong about one medium (the hard negatives of `ContrastiveModule(
     hard_negatives=True)`): the picture's digit, or the sound's, moved 1, 4 and 7 along (mod 10), the rest
@@ -143,7 +150,7 @@ def write(out: str | Path, fsdd: str | Path, test_speaker: str = "theo", sizes: 
                     "id": f"digits-{split}-{i}", "image": image, "audio": os.path.relpath(clip, out),
                     "question": question.text, "reasoning": reasoning(image_digit, sound_digit, question),
                     "answer": str(question.answer(image_digit, sound_digit)),
-                    **negatives(image_digit, sound_digit, question),
+                    **captions(image_digit, sound_digit), **negatives(image_digit, sound_digit, question),
                 }
                 f.write(json.dumps(record) + "\n")
         paths[split] = path

@@ -18,8 +18,10 @@ from mmr1.config import Config
 from mmr1.datamodules.processors import AudioAugment, AudioProcessor, ImageAugment, ImageProcessor
 
 OBJECTIVES = ("sft", "rl", "paired", "masked", "preference")
-TEXT_FIELDS = ("id", "image", "audio", "text", "question", "answer", "reasoning", "caption", "chosen", "rejected")
-STRING_KEYS = ("id", "text", "question", "answer", "reasoning", "caption", "chosen", "rejected")  # copied to examples
+CAPTION_KEYS = ("image_caption", "audio_caption")  # what one medium alone shows (contrastive: that medium's text)
+TEXT_FIELDS = ("id", "image", "audio", "text", "question", "answer", "reasoning", "caption", "chosen",
+               "rejected") + CAPTION_KEYS
+STRING_KEYS = ("id", "text", "question", "answer", "reasoning", "caption", "chosen", "rejected") + CAPTION_KEYS
 NEGATIVE_KEYS = ("image_negatives", "audio_negatives")  # captions wrong about that medium only (contrastive)
 FIELDS = TEXT_FIELDS + NEGATIVE_KEYS + ("choices", "label", "difficulty", "sample_rate")  # all a record may have
 REQUIRED = {  # objective -> fields every record must have
@@ -51,7 +53,7 @@ def check_record(record: object, objective: Optional[str], root: Optional[Path] 
         raise ValueError("choices: expected a list of strings")
     for key in NEGATIVE_KEYS:
         check_negatives(key, record.get(key), paired_text(record))
-    for key in ("question", "text", "caption"):
+    for key in ("question", "text", "caption") + CAPTION_KEYS:
         if key in record and record[key] is not None and not record[key].strip():
             raise ValueError(f"{key}: empty")
     if objective is not None:
@@ -62,8 +64,10 @@ def check_record(record: object, objective: Optional[str], root: Optional[Path] 
                 raise ValueError(f"{key}: missing, and the {objective!r} objective needs it")
         present = [k for k in ("image", "audio") if record.get(k) is not None]
         text = record.get("caption") or record.get("text")
-        if objective == "paired" and len(present) + bool(text or record.get("reasoning")) < 2:
-            raise ValueError("caption: a 'paired' record needs two of image, audio and caption/text/reasoning")
+        if objective == "paired" and len(present) + bool(text or record.get("reasoning")
+                                                         or any(record.get(f"{m}_caption") for m in present)) < 2:
+            raise ValueError("caption: a 'paired' record needs two of image, audio and caption/text/reasoning "
+                             "(or the medium's own image_caption / audio_caption)")
         if objective == "masked" and not (present or text or record.get("question")):
             raise ValueError("record: a 'masked' record needs an image, audio or text")
     if root is not None:
@@ -76,6 +80,12 @@ def check_record(record: object, objective: Optional[str], root: Optional[Path] 
 def paired_text(record: dict) -> Optional[str]:
     """The text contrastive alignment pairs a record's media with: its caption, else text, else reasoning."""
     return record.get("caption") or record.get("text") or record.get("reasoning")
+
+
+def medium_text(record: dict, medium: str) -> Optional[str]:
+    """The text `ContrastiveModule(medium_captions=True)` pairs one medium with: its own caption
+    (`image_caption` / `audio_caption`: what that medium alone shows), else the record's `paired_text`."""
+    return record.get(f"{medium}_caption") or paired_text(record)
 
 
 def check_negatives(key: str, negatives: object, text: Optional[str]) -> None:

@@ -65,8 +65,17 @@ class Spec:
 
     @property
     def caption(self) -> str:
-        image = [_image_caption(self.shapes)] if self.shapes else []
-        return " ".join(image + ([_audio_caption(self.tones)] if self.tones else []))
+        return " ".join(text for text in (self.image_caption, self.audio_caption) if text)
+
+    @property
+    def image_caption(self) -> Optional[str]:
+        """What the image alone shows ("An image of 2 red circles and 1 blue square."); None without one."""
+        return _image_caption(self.shapes) if self.shapes else None
+
+    @property
+    def audio_caption(self) -> Optional[str]:
+        """What the sound alone holds ("A sound of 2 beeps: low, high."); None without one."""
+        return _audio_caption(self.tones) if self.tones else None
 
     @property
     def image_negatives(self) -> list[str]:
@@ -81,7 +90,7 @@ class Spec:
         changes = [(0, "kind", 1), (n - 1, "kind", 2), (n // 2, "colour", 1)]
         if n == 1:
             changes = [(0, "kind", 1), (0, "kind", 2), (0, "colour", 1)]
-        audio = [_audio_caption(self.tones)] if self.tones else []
+        audio = [self.audio_caption] if self.tones else []
         negatives = []
         for index, field, step in changes:
             values = KINDS if field == "kind" else tuple(COLOURS)
@@ -127,7 +136,8 @@ class Synth:
         spec = self.spec(index)
         return {
             "id": spec.id, "question": spec.question, "reasoning": spec.reasoning, "answer": spec.answer,
-            "caption": spec.caption, "difficulty": spec.difficulty, "image_negatives": spec.image_negatives or None,
+            "caption": spec.caption, "image_caption": spec.image_caption, "audio_caption": spec.audio_caption,
+            "difficulty": spec.difficulty, "image_negatives": spec.image_negatives or None,
             "chosen": format_response(spec.reasoning, spec.answer),
             "rejected": format_response(spec.wrong_reasoning, spec.wrong_answer),
             "image": render_image(spec.shapes, self.image_size) if spec.shapes else None,

@@ -18,13 +18,15 @@ from mmr1.losses.contrastive import clip_loss, recall_at_1
 
 class Pair(NamedTuple):
     """One modality pair of a batch: a, b [B, E] projected (and centred, with `center`); rows [B] bool, the rows
-    holding both; negatives [N, E] on b's side (or None) and negative_rows [N], the row each belongs to."""
+    holding both; negatives [N, E] on b's side (or None) and negative_rows [N], the row each belongs to;
+    b_keys [B] (or None), equal where b is one text (those rows are each other's positives)."""
 
     a: torch.Tensor
     b: torch.Tensor
     rows: torch.Tensor
     negatives: Optional[torch.Tensor] = None
     negative_rows: Optional[torch.Tensor] = None
+    b_keys: Optional[torch.Tensor] = None
 
 
 def beats_negatives(pair: Pair) -> torch.Tensor:
@@ -50,7 +52,8 @@ class ContrastiveModule(ObjectiveModule):
 
     def __init__(self, *args, embed_dim: int = 64, init_temperature: float = 0.07,
                  pairs: Optional[Sequence[str]] = None, center: bool = False, hard_negatives: bool = False,
-                 caption_words: float = 0.0, **kwargs):
+                 caption_words: float = 0.0, same_text_positives: bool = False, medium_captions: bool = False,
+                 **kwargs):
         """
         Args:
             embed_dim: width of the shared space.
@@ -64,6 +67,16 @@ class ContrastiveModule(ObjectiveModule):
                 gone and their differences decide the logits from the first step. The pooled states the
                 later stages read are not changed; only the contrastive logits are. On the digits task it
                 ends the alignment plateau yet SFT reads the encoders worse (README), so it is off by default.
+            hard_negatives: each medium also competes against its record's `image_negatives` /
+                `audio_negatives` (NegCLIP; `clip_loss`).
+            caption_words: weight of a bag-of-caption-tokens loss on each medium's pooled state (SuperClass).
+            same_text_positives: rows whose texts are identical are each other's positives, not negatives
+                (UniCL; `clip_loss`'s b_keys). Off, CLIP's one-hot targets.
+            medium_captions: a medium whose records carry its own caption (`image_caption` / `audio_caption`:
+                what that medium alone shows) is paired with it instead of the record's caption (or text, or
+                reasoning). Off, every medium is paired with the record's text.
+        Both sharpen the alignment stage's own figures on the built-in and the digits task, yet SFT from it
+        scored lower on selection records (README), so both are off by default.
         """
         super().__init__(*args, **kwargs)
         widths = {m: enc.width for m, enc in self.model._encoders().items()}
@@ -77,6 +90,9 @@ class ContrastiveModule(ObjectiveModule):
                                           if m in used})
         self.logit_scales = nn.ParameterDict({
             key: nn.Parameter(torch.tensor(math.log(1 / init_temperature))) for key in every if key in chosen})
+        if hard_negatives and medium_captions:
+            raise ValueError("hard_negatives: records' image_negatives / audio_negatives are their caption made "
+                             "wrong, and medium_captions pairs each medium with another text; use one of the two")
         if caption_words < 0:
             raise ValueError(f"caption_words: expected a weight >= 0, got {caption_words}")
         worded = [key.split("_")[0] for key in chosen if key.endswith("_text")] if caption_words else []
@@ -97,13 +113,31 @@ class ContrastiveModule(ObjectiveModule):
         for key in self.logit_scales:
             first, second = key.split("_")
             (a, a_present, _), (b, b_present, b_mean) = (self._embed(encoded, m, B) for m in (first, second))
+            keys = batch.get("text_keys")
+            if second == "text" and self._own_captions(batch, first):
+                b, b_present, b_mean = self._embed_text(batch[f"{first}_text_ids"], batch[f"{first}_text_mask"])
+                keys = batch[f"{first}_text_keys"]
             negatives = rows = None
             if self.hparams.hard_negatives and second == "text" and f"{first}_negative_ids" in batch:
                 states = self.model.text_encoder(batch[f"{first}_negative_ids"], batch[f"{first}_negative_mask"])
                 negatives = self.projections["text"](states.pooled) - b_mean  # [N, E]
                 rows = batch[f"{first}_negative_rows"]  # [N]
-            out[key] = Pair(a, b, a_present & b_present, negatives, rows)
+            keys = keys if second == "text" and self.hparams.same_text_positives else None
+            out[key] = Pair(a, b, a_present & b_present, negatives, rows, keys)
         return out
+
+    def _own_captions(self, batch: dict, medium: str) -> bool:
+        """Whether `medium` is paired with its records' own captions (`{medium}_text_ids`) in this batch."""
+        return self.hparams.medium_captions and f"{medium}_text_ids" in batch
+
+    def _embed_text(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_embed` for a text batch other than text_ids (a medium's own captions): ids / mask [B, L]."""
+        projected = self.projections["text"](self.model.text_encoder(ids, mask).pooled)  # [B, E]
+        present = mask.any(1)  # [B]
+        mean = projected.new_zeros(1, projected.shape[-1])
+        if self.hparams.center and present.any():
+            mean = projected[present].mean(dim=0, keepdim=True)
+        return projected - mean, present, mean
 
     def _embed(self, encoded: dict, modality: str, B: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(projected pooled states [B, E], present [B], the mean subtracted [1, E] — zeros unless `center`);
@@ -127,7 +161,7 @@ class ContrastiveModule(ObjectiveModule):
         if world > 1:
             counts = summed_over_ranks(counts)
         losses = {key: clip_loss(pair.a, pair.b, self.logit_scales[key], rank, world, valid=pair.rows,
-                                 b_negatives=pair.negatives, negative_rows=pair.negative_rows)
+                                 b_negatives=pair.negatives, negative_rows=pair.negative_rows, b_keys=pair.b_keys)
                   for key, pair in pairs.items()}
         counted = [key for key, n in zip(pairs, counts.tolist()) if n >= 2]
         if not counted:
@@ -146,12 +180,15 @@ class ContrastiveModule(ObjectiveModule):
         0 and keeps the head in the graph (DDP)."""
         out = {}
         for medium, head in self.word_heads.items():
-            if medium not in encoded or "text_ids" not in batch:
+            own = self._own_captions(batch, medium)
+            if medium not in encoded or ("text_ids" not in batch and not own):
                 continue
             logits = head(encoded[medium].pooled)  # [B, V]
-            counts = torch.zeros_like(logits).scatter_add_(1, batch["text_ids"], batch["text_mask"].to(logits.dtype))
+            ids, mask = (batch[f"{medium}_text_ids"], batch[f"{medium}_text_mask"]) if own \
+                else (batch["text_ids"], batch["text_mask"])
+            counts = torch.zeros_like(logits).scatter_add_(1, ids, mask.to(logits.dtype))
             bag = (counts > 0).to(logits.dtype)  # [B, V] multi-hot of the real tokens (padding adds 0)
-            rows = encoded[medium].present & batch["text_mask"].any(1)  # [B]
+            rows = encoded[medium].present & mask.any(1)  # [B]
             if rows.any():
                 targets = bag[rows] / bag[rows].sum(-1, keepdim=True)
                 out[f"{medium}_words"] = F.cross_entropy(logits[rows], targets)
@@ -163,13 +200,14 @@ class ContrastiveModule(ObjectiveModule):
         encoded = self.model.encode(**media_inputs(batch))
         pairs = {key: pair for key, pair in self.pairs(batch, encoded).items() if pair.rows.sum() >= 2}
         terms = {key: clip_loss(pair.a, pair.b, self.logit_scales[key], valid=pair.rows,
-                                b_negatives=pair.negatives, negative_rows=pair.negative_rows)
+                                b_negatives=pair.negatives, negative_rows=pair.negative_rows, b_keys=pair.b_keys)
                  for key, pair in pairs.items()}
         metrics = {"loss": sum(terms.values()) / len(terms), **terms, **self.caption_word_losses(batch, encoded)}
         for key, pair in pairs.items():
             first, second = key.split("_")
-            metrics[f"r1_{first}2{second}"], metrics[f"r1_{second}2{first}"] = recall_at_1(pair.a[pair.rows],
-                                                                                        pair.b[pair.rows])
+            keys = pair.b_keys[pair.rows] if pair.b_keys is not None else None
+            metrics[f"r1_{first}2{second}"], metrics[f"r1_{second}2{first}"] = recall_at_1(
+                pair.a[pair.rows], pair.b[pair.rows], keys)
             if pair.negatives is not None:  # how often the medium's own caption beats every one of its negatives
                 metrics[f"{first}_beats_negatives"] = beats_negatives(pair)
         self._log_terms(metrics, "val", batch)

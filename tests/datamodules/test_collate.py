@@ -206,3 +206,19 @@ def test_paired_hard_negatives_are_tokenised_with_the_row_they_belong_to(tok):
     assert batch["image_negative_rows"].tolist() == [0, 0, 2]
     assert "audio_negative_ids" not in batch
     assert "image_negative_ids" not in Collator(tok, "sft")(examples)  # only contrastive alignment reads them
+
+
+def test_paired_medium_captions_and_text_keys(tok):
+    """A medium's own caption (image_caption / audio_caption) is that medium's text; a row without one keeps the
+    record's paired text. Keys are equal exactly where the texts are."""
+    examples = [example(image=True, reasoning="The picture shows 7. The sound says 3.", image_caption="The picture shows 7."),
+                example(image=True, reasoning="The picture shows 7. The sound says 4.", image_caption="The picture shows 7."),
+                example(image=True, reasoning="The picture shows 2. The sound says 4.")]
+    batch = Collator(tok, "paired")(examples)
+    texts = [tok.decode(ids[mask].tolist(), skip_special_tokens=True)
+             for ids, mask in zip(batch["image_text_ids"], batch["image_text_mask"])]
+    assert texts == ["The picture shows 7.", "The picture shows 7.", "The picture shows 2. The sound says 4."]
+    assert batch["image_text_keys"].tolist()[0] == batch["image_text_keys"].tolist()[1] != batch["image_text_keys"][2]
+    assert len(set(batch["text_keys"].tolist())) == 3  # the records' paired texts all differ
+    assert "audio_text_ids" not in batch
+    assert "image_text_ids" not in Collator(tok, "sft")(examples)

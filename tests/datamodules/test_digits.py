@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mmr1.datamodules.digits import QUESTIONS, negatives, perceived_digits, reasoning, write
+from mmr1.datamodules.digits import QUESTIONS, captions, negatives, perceived_digits, reasoning, write
 from mmr1.datamodules.records import check_record
 
 
@@ -48,7 +48,10 @@ def test_data_digits_command_writes_the_manifests(tmp_path, shared_data, capsys)
     assert sum(1 for _ in (tmp_path / "train.jsonl").open()) == 20
     record = json.loads((tmp_path / "train.jsonl").open().readline())
     question = next(q for q in QUESTIONS if q.text == record["question"])
-    want = negatives(*perceived_digits(record["reasoning"]), question)
+    image, sound = perceived_digits(record["reasoning"])
+    assert {key: record[key] for key in ("image_caption", "audio_caption")} == captions(image, sound)
+    assert record["reasoning"].startswith(f"The picture shows {image}. The sound says {sound}. ")
+    want = negatives(image, sound, question)
     assert (record["image_negatives"], record["audio_negatives"]) == (want["image_negatives"], want["audio_negatives"])
     check_record(record, "paired", tmp_path)  # the negatives are valid ones
     assert main(["data", "digits", "--out", str(tmp_path), "--fsdd", str(tmp_path / "nowhere")]) == 2

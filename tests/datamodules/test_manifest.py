@@ -45,6 +45,8 @@ def good(**fields):
     (good(caption="a red square", image_negatives=["a red square"]), "3: image_negatives: .* own caption"),
     (good(audio_negatives=["two beeps"]), "3: audio_negatives: a record with negatives needs the caption"),
     (good(reasoning="I hear 3.", audio_negatives=["I hear 3."]), "3: audio_negatives: .* own caption"),
+    (good(image_caption=7), "3: image_caption: expected a string"),
+    (good(audio_caption=" "), "3: audio_caption: empty"),
 ])
 def test_bad_lines_fail_up_front_with_path_line_and_field(media, bad, where):
     path = write_manifest(media, [good(), good(), bad])
@@ -58,6 +60,8 @@ def test_a_missing_answer_is_fine_where_the_objective_needs_none(media):
     path = write_manifest(media, [good(), {"audio": "beep.wav"}])
     with pytest.raises(ValueError, match="data.jsonl:2: caption: a 'paired' record needs two"):
         ManifestDataset(path, PROCESSORS, "paired")
+    path = write_manifest(media, [{"audio": "beep.wav", "audio_caption": "one beep"}])  # its own caption is enough
+    assert len(ManifestDataset(path, PROCESSORS, "paired")) == 1
 
 
 def test_corrupt_file_fails_at_decode_with_the_line(media):

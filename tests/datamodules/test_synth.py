@@ -198,7 +198,8 @@ def caption_shapes(caption: str) -> collections.Counter:
 
 def test_image_negatives_are_the_caption_wrong_about_one_shape():
     """Each hard negative: the pixels' shapes with exactly one shape's kind or colour changed, the sound's part
-    untouched; at least two change a kind (what alignment against other records' captions leaves out)."""
+    untouched; at least two change a kind (what alignment against other records' captions leaves out). Each
+    medium's own caption says what its pixels (or samples) hold, and the caption is the two."""
     synth, checked = Synth(seed=4), 0
     for i in range(60):
         record = synth.record(i)
@@ -206,7 +207,9 @@ def test_image_negatives_are_the_caption_wrong_about_one_shape():
             assert record["image_negatives"] is None
             continue
         seen = collections.Counter((s["colour"], s["kind"]) for s in see(record["image"]))
-        assert caption_shapes(record["caption"]) == seen
+        assert caption_shapes(record["image_caption"]) == caption_shapes(record["caption"]) == seen
+        assert record["caption"] == " ".join(t for t in (record["image_caption"], record["audio_caption"]) if t)
+        assert (record["audio"] is None) == (record["audio_caption"] is None)
         sound = record["caption"].partition(". ")[2]
         kinds_changed = 0
         for negative in record["image_negatives"]:

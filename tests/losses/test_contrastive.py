@@ -93,3 +93,47 @@ def test_hard_negatives_need_their_rows():
     a, b = torch.randn(2, 4), torch.randn(2, 4)
     with pytest.raises(ValueError, match="negative_rows"):
         clip_loss(a, b, torch.tensor(1.0), b_negatives=torch.randn(2, 4), negative_rows=torch.tensor([0]))
+
+
+def test_rows_holding_one_text_are_each_other_s_positives():
+    """UniCL: with b_keys, each row's target is spread over every column holding its text, in both directions."""
+    torch.manual_seed(4)
+    a, b = torch.randn(5, 8), torch.randn(5, 8)
+    keys = torch.tensor([7, 3, 7, 9, 7])  # rows 0, 2 and 4 hold one text
+    scale = torch.tensor(1.2)
+    logits = scale.exp() * F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T  # [5, 5]
+    targets = (keys[:, None] == keys[None, :]).float()
+    targets = targets / targets.sum(1, keepdim=True)
+    want = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+    torch.testing.assert_close(clip_loss(a, b, scale, b_keys=keys), want)
+    assert not torch.isclose(clip_loss(a, b, scale, b_keys=keys), clip_loss(a, b, scale))
+    # no repeated text: CLIP's loss exactly
+    torch.testing.assert_close(clip_loss(a, b, scale, b_keys=torch.arange(5) * 11), clip_loss(a, b, scale))
+    # a padding row is no one's positive
+    valid = torch.tensor([True, True, False, True, True])
+    kept = [0, 1, 3, 4]
+    torch.testing.assert_close(clip_loss(a, b, scale, valid=valid, b_keys=keys),
+                               clip_loss(a[kept], b[kept], scale, b_keys=keys[kept]))
+    with pytest.raises(ValueError, match="b_keys"):
+        clip_loss(a, b, scale, b_keys=keys[:3])
+
+
+def test_gathered_repeated_texts_equal_the_single_process_loss():
+    torch.manual_seed(5)
+    a, b = torch.randn(6, 8, requires_grad=True), torch.randn(6, 8, requires_grad=True)
+    keys = torch.tensor([1, 2, 3, 2, 1, 4])  # repeats that cross the two ranks' halves
+    scale = torch.tensor(1.0)
+    single = clip_loss(a, b, scale, b_keys=keys)
+    losses = []
+    for rank in range(2):
+        mine, theirs = slice(3 * rank, 3 * rank + 3), slice(3 - 3 * rank, 6 - 3 * rank)
+        other = [F.normalize(a[theirs], dim=-1), F.normalize(b[theirs], dim=-1), keys[theirs]]
+        losses.append(clip_loss(a[mine], b[mine], scale, rank, 2, gather=fake_gather(other, rank), b_keys=keys[mine]))
+    torch.testing.assert_close(torch.stack(losses).mean(), single)
+
+
+def test_recall_at_1_counts_a_partner_holding_the_same_text():
+    a = torch.eye(3)
+    b = torch.eye(3)[[0, 0, 2]]  # rows 0 and 1 hold one text; row 1's nearest partner is row 0
+    assert recall_at_1(a, b) == (2 / 3, 2 / 3)
+    assert recall_at_1(a, b, torch.tensor([5, 5, 6])) == (1.0, 1.0)

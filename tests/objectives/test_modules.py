@@ -249,6 +249,34 @@ def test_contrastive_aligns_images_against_their_captions_hard_negatives():
         torch.testing.assert_close(module.losses(batch)["image_text"], plain["image_text"])
 
 
+def test_contrastive_pairs_a_medium_with_its_own_caption_and_repeated_texts_are_positives():
+    """With `{m}_text_ids` (records' image_caption / audio_caption) that medium is scored against them, the other
+    medium against the records' text (every medium, with medium_captions off); rows holding one text (equal
+    keys) are positives unless same_text_positives is off."""
+    torch.manual_seed(0)
+    module = ContrastiveModule(pairs=["image_text", "audio_text"], medium_captions=True, same_text_positives=True).eval()
+    dm = PairedDataModule(config=module.config, batch_size=8, synth_train_size=16, augment=False)
+    dm.setup("fit")
+    batch = next(b for b in dm.train_dataloader() if b["image_mask"].sum() >= 3 and "audio_values" in b)
+    assert {"image_text_ids", "audio_text_ids"} <= set(batch)  # built-in records carry each medium's caption
+    batch = {key: value for key, value in batch.items() if not key.startswith(("image_text_", "audio_text_"))}
+    flipped = {key: batch[key].flip(0) for key in ("text_ids", "text_mask", "text_keys")}
+    own = {**batch, **{f"image_{key}": value for key, value in flipped.items()}}
+    with torch.no_grad():
+        with_own, swapped, plain = module.losses(own), module.losses({**batch, **flipped}), module.losses(batch)
+        torch.testing.assert_close(with_own["image_text"], swapped["image_text"])
+        torch.testing.assert_close(with_own["audio_text"], plain["audio_text"])
+        one_text = {**own, "image_text_keys": torch.zeros_like(own["image_text_keys"])}  # every row one text
+        repeated = module.losses(one_text)["image_text"]
+        module.hparams.same_text_positives = False
+        torch.testing.assert_close(module.losses(one_text)["image_text"], with_own["image_text"])
+        module.hparams.medium_captions = False  # every medium against the records' text
+        torch.testing.assert_close(module.losses(own)["image_text"], plain["image_text"])
+    assert repeated < with_own["image_text"]  # every column is a positive: only the temperature is left
+    with pytest.raises(ValueError, match="hard_negatives"):
+        ContrastiveModule(hard_negatives=True, medium_captions=True)
+
+
 def test_caption_words_each_medium_predicts_the_tokens_of_its_caption():
     """SuperClass beside InfoNCE: the image's head is trained towards its caption's bag of tokens only (not the
     padding, not other rows'), and the loss enters the total with its weight; 0 builds no head."""
