@@ -6,7 +6,9 @@ LlamaForCausalLM, the same weights, prompts and settings, timed in one run.
         [--steps 3 --threads 2]
 
 A step is what each library calls one: sample G responses to each of B prompts, score them, take the
-reference model's log-probs, and make one optimizer update on the B*G responses (one micro-batch). Both
+reference model's log-probs, and make one optimizer update on the B*G responses (one micro-batch). mmr1 reads
+each prompt once per group when it scores (prefix sharing); it is also timed reading it once per response,
+as releases before that did, as a baseline in the same run. Both
 run full fine-tuning in fp32 on the CPU with the same settings: temperature 1, top-p 1, KL weight
 beta 0.04 to a frozen reference, clip 0.2, per-response mean token loss (`loss_type: grpo` in both),
 group-normalised advantages, dropout off, AdamW, and the same rewards (mmr1's accuracy 1.0 + format 0.5
@@ -63,8 +65,9 @@ class StepTimes:
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def time_mmr1(folder: Path, records: list[dict], args, out: Path) -> tuple[StepTimes, float]:
-    """mmr1: GRPOModule on an RLPromptDataModule, one Lightning step per GRPO step."""
+def time_mmr1(folder: Path, records: list[dict], args, out: Path, share_prompt: bool = True) -> tuple[StepTimes, float]:
+    """mmr1: GRPOModule on an RLPromptDataModule, one Lightning step per GRPO step. share_prompt False scores
+    prompt + response once per response, as releases before prefix sharing did (the in-run baseline)."""
     import lightning as L
 
     from mmr1.datamodules.datamodules import RLPromptDataModule
@@ -72,7 +75,8 @@ def time_mmr1(folder: Path, records: list[dict], args, out: Path) -> tuple[StepT
 
     manifest = out / "prompts.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in records))
-    module = GRPOModule(init_from=str(folder), group_size=args.group, micro_batch_size=args.prompts * args.group,
+    module_class = GRPOModule if share_prompt else type("GRPOEveryCopy", (GRPOModule,), {"shares_prompt": False})
+    module = module_class(init_from=str(folder), group_size=args.group, micro_batch_size=args.prompts * args.group,
                         max_new_tokens=args.new, beta=0.04, clip_eps=0.2, loss_type="grpo", lr=1e-6,
                         warmup_steps=0, rewards=REWARDS)
     data = RLPromptDataModule(config=module.config, train_manifest=str(manifest), val_manifest=str(manifest),
@@ -162,9 +166,13 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(0)
         ours, our_length = time_mmr1(folder, records, args, tmp)
         torch.manual_seed(0)
+        copies, _ = time_mmr1(folder, records, args, tmp, share_prompt=False)
+        torch.manual_seed(0)
         theirs, their_length = time_trl(tmp / "hf", records, args, tmp / "trl")
-    t_ours, t_trl = min(ours.seconds[1:]), min(theirs.seconds[1:])
+    t_ours, t_copies, t_trl = (min(times.seconds[1:]) for times in (ours, copies, theirs))
     print(f"mean response length: mmr1 {our_length:.1f} tokens, TRL {their_length:.1f} tokens")
+    print(f"mmr1 scoring each prompt once per group / once per response (share_prompt off): {t_ours:.2f} s / "
+          f"{t_copies:.2f} s = {t_ours / t_copies:.2f}")
     print(f"GRPO step: mmr1 {t_ours:6.2f} s | TRL GRPOTrainer {t_trl:6.2f} s | time mmr1 / TRL {t_ours / t_trl:.2f}")
 
 

@@ -209,6 +209,13 @@ class ObjectiveModule(L.LightningModule):
         if h.compile:
             compile_core(self.model)
 
+    @property
+    def shares_prompt(self) -> bool:
+        """Whether RL scoring reads each prompt once for its G completions (`rollout.completion_forward`): not
+        when blocks recompute their forward in backward (activation checkpointing), which a KV cache cannot
+        survive, nor under FSDP, where it is not tested."""
+        return not (self.hparams.activation_checkpointing or self.hparams.fsdp)
+
     def _fill_absent_media(self, batch: dict) -> None:
         """Under FSDP2, blank inputs for the modalities only other ranks' batches have (see `fill_absent_media`)."""
         if self.hparams.fsdp and dist.is_available() and dist.is_initialized():

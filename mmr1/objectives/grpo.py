@@ -11,7 +11,8 @@ The three batch-size knobs, all independent:
 `loss_type` picks how token losses are averaged (`grpo`, `dr_grpo`, `dapo`; see
 `mmr1.losses.grpo.grpo_loss`); `dr_grpo` also drops the std scaling of the advantages. Log-probs
 are taken on the distribution the responses were sampled from (temperature-scaled logits, no
-dropout or SpecAugment), so the first ratio is 1 and the KL to an unchanged reference is 0.
+dropout or SpecAugment), so the first ratio is 1 and the KL to an unchanged reference is 0. The core reads
+each prompt once for its G responses (`completion_forward`'s share_prompt), in scoring and in the update.
 """
 
 from __future__ import annotations
@@ -146,8 +147,9 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         ppo_epoch, where the current log-probs, detached, are the old ones), without grad."""
         h = self.hparams
         size = h.micro_batch_size
-        ref = rollout_logprobs(self.reference, batch, rollout, size) if self.reference is not None else None
-        old = rollout_logprobs(self.model, batch, rollout, size) if h.ppo_epochs > 1 else None
+        share = self.shares_prompt
+        ref = rollout_logprobs(self.reference, batch, rollout, size, share) if self.reference is not None else None
+        old = rollout_logprobs(self.model, batch, rollout, size, share) if h.ppo_epochs > 1 else None
         return ref, old
 
     def micro_batch_loss(self, batch: dict, rollout: Rollout, advantages: torch.Tensor, ref: Optional[torch.Tensor],
@@ -155,7 +157,7 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         """The rollout's `rows` (whole groups) share of the GRPO loss under the current policy, with grad;
         the shares of all micro-batches add up to the rollout's loss."""
         h = self.hparams
-        logprobs = completion_logprobs(self.model, batch, rollout, rows)  # [n, L]
+        logprobs = completion_logprobs(self.model, batch, rollout, rows, self.shares_prompt)  # [n, L]
         return grpo_loss(logprobs, logprobs.detach() if old is None else old[rows],
                          None if ref is None else ref[rows], advantages[rows], rollout.completion_mask[rows],
                          h.clip_eps, h.beta, h.loss_type, num_sequences=rollout.completion_ids.shape[0],

@@ -131,7 +131,7 @@ class PPOModule(FrozenModels, ObjectiveModule):
     def evaluate(self, batch: dict, rollout: Rollout, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Under the current policy, for the rollout's rows: log-probs, values and entropies of the sampled
         tokens, each [n, L], on the sampling distribution; with grad when grad is enabled."""
-        logits, hidden = completion_forward(self.model, batch, rollout, rows)  # [n, L, V], [n, L, D]
+        logits, hidden = completion_forward(self.model, batch, rollout, rows, self.shares_prompt)  # [n, L, V], [n, L, D]
         values = self.value_head(hidden)[..., 0]  # [n, L], the states that chose each token
         entropy = torch.distributions.Categorical(logits=logits).entropy()  # [n, L]
         return token_logprobs(logits, rollout.completion_ids[rows]), values, entropy
@@ -144,7 +144,7 @@ class PPOModule(FrozenModels, ObjectiveModule):
         score, terms = self.score(batch, rollout)
         scored = [self.evaluate(batch, rollout, rows) for rows in micro_batches(mask.shape[0], h.micro_batch_size)]
         logprobs, values = torch.cat([s[0] for s in scored]), torch.cat([s[1] for s in scored])  # [N, L]
-        ref_logprobs = rollout_logprobs(self.reference, batch, rollout, h.micro_batch_size)
+        ref_logprobs = rollout_logprobs(self.reference, batch, rollout, h.micro_batch_size, self.shares_prompt)
         rewards = kl_penalised_rewards(score, logprobs, ref_logprobs, mask, h.kl_coef)  # [N, L]
         advantages, returns = gae(rewards, values, mask, h.gamma, h.lam)
         return Experience(score, logprobs, ref_logprobs, values, rewards, advantages, returns, mask, terms)

@@ -88,12 +88,18 @@ def micro_batches(total: int, size: int) -> list[slice]:
     return [slice(start, min(total, start + size)) for start in range(0, total, size)]
 
 
-def completion_forward(model: MultimodalModel, batch: dict, rollout: Rollout,
-                       rows: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def completion_forward(model: MultimodalModel, batch: dict, rollout: Rollout, rows: slice | None = None,
+                       share_prompt: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """The rollout's rows (whole groups) scored under `model`, with grad when grad is enabled: the logits
     [n, L, V] of the distribution each completion token was drawn from (divided by the rollout's
     temperature) and the final states [n, L, D] that drew them. The prefix is encoded once per prompt and
-    shared by its G rows."""
+    shared by its G rows.
+
+    share_prompt: the core reads each prompt (with its media prefix) once and its G completions continue from
+    that prompt's keys and values (prefix sharing, as sampling does), instead of reading G copies of it: the
+    same logits (to float rounding) and gradients, with the prompt's work done once per group. Off for a core
+    whose blocks recompute their forward in backward (activation checkpointing), which a cache cannot survive.
+    """
     check_full_distribution(rollout.top_k, rollout.top_p)
     G = rollout.group_size
     rows = rows or slice(0, rollout.completion_ids.shape[0])
@@ -102,30 +108,42 @@ def completion_forward(model: MultimodalModel, batch: dict, rollout: Rollout,
     prompts = slice(rows.start // G, rows.stop // G)
     media = {k: v[prompts] for k, v in media_inputs(batch).items()}
     completion, completion_mask = rollout.completion_ids[rows], rollout.completion_mask[rows]  # [n, L]
-    ids = torch.cat((rollout.prompt_ids[prompts].repeat_interleave(G, dim=0), completion), dim=1)  # [n, T+L]
-    mask = torch.cat((rollout.prompt_mask[prompts].repeat_interleave(G, dim=0), completion_mask), dim=1)
+    prompt_ids, prompt_mask = rollout.prompt_ids[prompts], rollout.prompt_mask[prompts]  # [n/G, T]
     L = completion.shape[1]
     prefix = model.prefix(**media)
+    prefix_embeds, prefix_mask = (None, None) if prefix is None else (prefix.embeds, prefix.mask)
+    if share_prompt:
+        P = 0 if prefix is None else prefix_embeds.shape[1]
+        cache = model.core.new_cache(P + prompt_ids.shape[1] + L)
+        first = model.core(prompt_ids, prompt_mask, prefix_embeds, prefix_mask, cache=cache, logits_to_keep=1)
+        logits, hidden = first.logits.repeat_interleave(G, dim=0), first.hidden[:, -1:].repeat_interleave(G, dim=0)
+        if L > 1:  # completion tokens 0..L-2 on top of the prompt predict tokens 1..L-1
+            rest = model.core(completion[:, :-1], completion_mask[:, :-1], cache=cache.repeat_interleave(G))
+            logits, hidden = torch.cat((logits, rest.logits), dim=1), torch.cat((hidden, rest.hidden), dim=1)
+        return logits.float() / rollout.temperature, hidden  # [n, L, V], [n, L, D]
+    ids = torch.cat((prompt_ids.repeat_interleave(G, dim=0), completion), dim=1)  # [n, T+L]
+    mask = torch.cat((prompt_mask.repeat_interleave(G, dim=0), completion_mask), dim=1)
     out = model.core(ids, mask,
-                     prefix_embeds=None if prefix is None else prefix.embeds.repeat_interleave(G, dim=0),
-                     prefix_mask=None if prefix is None else prefix.mask.repeat_interleave(G, dim=0),
+                     prefix_embeds=None if prefix is None else prefix_embeds.repeat_interleave(G, dim=0),
+                     prefix_mask=None if prefix is None else prefix_mask.repeat_interleave(G, dim=0),
                      logits_to_keep=L + 1)
     logits = out.logits[:, :-1].float() / rollout.temperature  # [n, L, V], at t predicting completion token t
     return logits, out.hidden[:, -(L + 1):-1]  # [n, L, V], [n, L, D]
 
 
-def completion_logprobs(model: MultimodalModel, batch: dict, rollout: Rollout,
-                        rows: slice | None = None) -> torch.Tensor:
+def completion_logprobs(model: MultimodalModel, batch: dict, rollout: Rollout, rows: slice | None = None,
+                        share_prompt: bool = True) -> torch.Tensor:
     """log π(completion tokens) [n, L] for the rollout's rows (whole groups) on the distribution they were
     sampled from (see `completion_forward`), with grad when grad is enabled."""
     rows = rows or slice(0, rollout.completion_ids.shape[0])
-    logits, _ = completion_forward(model, batch, rollout, rows)
+    logits, _ = completion_forward(model, batch, rollout, rows, share_prompt)
     return token_logprobs(logits, rollout.completion_ids[rows])
 
 
 @torch.no_grad()
-def rollout_logprobs(model: MultimodalModel, batch: dict, rollout: Rollout, micro_batch_size: int) -> torch.Tensor:
+def rollout_logprobs(model: MultimodalModel, batch: dict, rollout: Rollout, micro_batch_size: int,
+                     share_prompt: bool = True) -> torch.Tensor:
     """log π(completion tokens) [N, L] of the whole rollout without grad, scored in the same micro-batches
-    as the update, so they equal the update's first log-probs bit for bit."""
-    return torch.cat([completion_logprobs(model, batch, rollout, rows)
+    (and the same way) as the update, so they equal the update's first log-probs bit for bit."""
+    return torch.cat([completion_logprobs(model, batch, rollout, rows, share_prompt)
                       for rows in micro_batches(rollout.completion_ids.shape[0], micro_batch_size)])

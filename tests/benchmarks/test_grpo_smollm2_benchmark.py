@@ -22,4 +22,5 @@ def test_grpo_smollm2_benchmark_times_both_libraries(tiny_hf_folder, tmp_path):
                          capture_output=True, text=True, timeout=600, check=True).stdout
     lengths = re.search(r"mean response length: mmr1 ([0-9.]+) tokens, TRL ([0-9.]+) tokens", out)
     assert lengths and all(0 < float(x) <= 6 for x in lengths.groups()), out
+    assert re.search(r"once per response \(share_prompt off\): [0-9.]+ s / [0-9.]+ s = \d+\.\d\d", out), out
     assert re.search(r"GRPO step: mmr1 +[0-9.]+ s \| TRL GRPOTrainer +[0-9.]+ s \| time mmr1 / TRL \d+\.\d\d", out), out

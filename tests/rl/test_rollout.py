@@ -5,7 +5,7 @@ import torch
 
 from mmr1.config import Config
 from mmr1.model import MultimodalModel
-from mmr1.rl.rollout import completion_logprobs, sample_groups
+from mmr1.rl.rollout import completion_forward, completion_logprobs, sample_groups
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +49,29 @@ def test_completion_logprobs_per_micro_batch_equal_whole_batch_and_reach_the_enc
     model.zero_grad()
     with pytest.raises(ValueError, match="whole groups"):
         completion_logprobs(model, batch, rollout, slice(1, 3))
+
+
+@pytest.mark.parametrize("core", [{}, dict(attention="mla", q_lora_rank=24, n_refine_iters=1, n_routed_experts=4)])
+def test_shared_prompt_scoring_equals_reading_every_copy_of_the_prompt(core):
+    """Prefix sharing: each prompt read once, its G completions continuing from its keys and values, gives the
+    logits, final states and gradients of reading G copies of prompt + completion (left padding, media prefix,
+    completions that stop early)."""
+    torch.manual_seed(0)
+    model = MultimodalModel(Config.from_name("tiny", core=core)).eval()
+    B, G = 2, 3
+    batch = batch_of(B)
+    rollout = sample_groups(model, batch, G, max_new_tokens=6, eos_token_id=2, generator=torch.Generator().manual_seed(3))
+    rollout.completion_mask[1, 3:] = False  # one completion stopped early: its later tokens are padding
+    results = []
+    for share in (True, False):
+        model.zero_grad()
+        logits, hidden = completion_forward(model, batch, rollout, share_prompt=share)
+        (logits.log_softmax(-1).amax(-1) * rollout.completion_mask).sum().backward()
+        results.append((logits, hidden, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    (shared, shared_hidden, shared_grads), (full, full_hidden, full_grads) = results
+    m = rollout.completion_mask
+    torch.testing.assert_close(shared[m], full[m], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(shared_hidden[m], full_hidden[m], atol=1e-4, rtol=1e-4)
+    assert shared_grads.keys() == full_grads.keys() and len(full_grads) > 10
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, atol=1e-4, rtol=1e-3, msg=name)
