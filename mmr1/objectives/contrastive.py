@@ -132,8 +132,10 @@ class ContrastiveModule(ObjectiveModule):
 
     def _embed_text(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`_embed` for a text batch other than text_ids (a medium's own captions): ids / mask [B, L]."""
-        projected = self.projections["text"](self.model.text_encoder(ids, mask).pooled)  # [B, E]
-        present = mask.any(1)  # [B]
+        return self._centred(self.projections["text"](self.model.text_encoder(ids, mask).pooled), mask.any(1))
+
+    def _centred(self, projected: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(projected [B, E] less the mean of its present rows [1, E] — zeros unless `center`, present [B], mean)."""
         mean = projected.new_zeros(1, projected.shape[-1])
         if self.hparams.center and present.any():
             mean = projected[present].mean(dim=0, keepdim=True)
@@ -144,11 +146,7 @@ class ContrastiveModule(ObjectiveModule):
         zeros and absent when the batch lacks the modality."""
         projection = self.projections[modality]
         if modality in encoded:
-            projected, present = projection(encoded[modality].pooled), encoded[modality].present  # [B, E], [B]
-            mean = projected.new_zeros(1, projected.shape[-1])
-            if self.hparams.center and present.any():
-                mean = projected[present].mean(dim=0, keepdim=True)
-            return projected - mean, present, mean
+            return self._centred(projection(encoded[modality].pooled), encoded[modality].present)  # [B, E], [B]
         zeros = projection(projection.weight.new_zeros(B, projection.in_features))
         return zeros, torch.zeros(B, dtype=torch.bool, device=zeros.device), zeros[:1]
 
