@@ -39,6 +39,8 @@ class VisionEncoder(nn.Module):
                 global_pool=cfg.pool, class_token=cfg.pool == "token", fc_norm=False,  # tokens leave normalised
                 **({"embed_layer": conv_stem(cfg.patch_size, cfg.width)} if cfg.stem == "conv" else {}),
             )
+        # the side in pixels of the square each token sees (the conv stem's ViT itself has patch_size 1)
+        self.patch_size: int = cfg.patch_size if cfg.timm_name is None else self.model.patch_embed.patch_size[0]
         self.keep_class_token = cfg.keep_class_token
         if self.keep_class_token and getattr(self.model, "cls_token", None) is None:
             raise ValueError(f"vision.keep_class_token: {cfg.timm_name or 'this ViT'} has no class token")

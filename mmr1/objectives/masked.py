@@ -38,7 +38,7 @@ class MaskedModule(ObjectiveModule):
         m = self.model
         self.mlm_head = nn.Linear(m.text_encoder.width, m.text_encoder.vocab_size) if m.text_encoder else None
         if m.vision is not None:
-            patch = m.vision.model.patch_embed.patch_size[0]
+            patch = m.vision.patch_size
             self.mask_token = nn.Parameter(torch.zeros(m.vision.width))
             if mim_target == "tokens":
                 self.codebook = PatchCodebook(codebook_size, patch * patch * 3, codebook_decay)
@@ -66,7 +66,7 @@ class MaskedModule(ObjectiveModule):
         """Predict the masked patches of the images present: their normalised pixels, or their codes
         after a k-means step of the codebook on the batch's patches (training only)."""
         vit = self.model.vision.model
-        patches = normalised_patches(pixels, vit.patch_embed.patch_size[0])  # [B, N, p*p*3]
+        patches = normalised_patches(pixels, self.model.vision.patch_size)  # [B, N, p*p*3]
         present = image_mask[:, None].expand(patches.shape[:2])  # [B, N]
         patch_mask = random_mask(present, self.hparams.mim_ratio)  # [B, N]
         tokens = vit_masked_tokens(vit, pixels, patch_mask, self.mask_token)  # [B, N, D]

@@ -47,6 +47,19 @@ def test_masked_module_logs_each_term():
     assert {"train/mlm", "train/mim", "train/mam"} <= set(trainer.callback_metrics)
 
 
+def test_mim_on_the_conv_stem_predicts_each_token_s_patch():
+    """The conv stem's ViT has patch_size 1 inside timm; MIM must still regress the 8×8 patch each of its 16
+    tokens sees (it once took 1,024 one-pixel patches and failed on the shapes)."""
+    torch.manual_seed(0)
+    module = MaskedModule(overrides={"vision": {"stem": "conv"}}, mlm_weight=0.0, mam_weight=0.0)
+    assert module.model.vision.patch_size == 8 and module.mim_head.out_features == 8 * 8 * 3
+    pixels = torch.rand(2, 3, 32, 32)
+    loss = module.mim(pixels, torch.ones(2, dtype=torch.bool))
+    assert loss.isfinite() and loss > 0
+    loss.backward()
+    assert module.model.vision.model.patch_embed.backbone[0].conv.weight.grad.abs().sum() > 0
+
+
 def test_contrastive_validation_logs_recall_both_ways():
     torch.manual_seed(0)
     module = ContrastiveModule()
