@@ -107,8 +107,7 @@ class Collator:
         rows = {"text": None}
         text = self._encoder_text(example)
         if self.encode_text and text is not None:
-            rows["text"] = self.text_tokenizer.encode(text, add_special_tokens=True) if text else []
-            _check_length(example, rows["text"], self.text_max_length, "text encoder input", "text.max_positions")
+            rows["text"] = self._text_ids(example, text, "text encoder input")
         if self.objective == "sft":
             response = format_response(example["reasoning"], example["answer"], self.tokenizer.eos_token)
             rows["sequence"] = self._sequence(example, response)
@@ -119,6 +118,12 @@ class Collator:
                 rows[side] = self._sequence(example, _ended(example[side]))
         return rows
 
+    def _text_ids(self, example: dict, text: Optional[str], what: str) -> list[int]:
+        """The text encoder's ids of `text` ([] for none); ValueError naming `what` when over text.max_positions."""
+        ids = self.text_tokenizer.encode(text, add_special_tokens=True) if text else []
+        _check_length(example, ids, self.text_max_length, what, "text.max_positions")
+        return ids
+
     def _medium_texts(self, examples: list[dict]) -> dict:
         """{m}_text_ids / _mask [B, L] and {m}_text_keys [B] for each medium some example has its own caption for;
         a row without one holds the record's paired text."""
@@ -127,10 +132,7 @@ class Collator:
             if not any(e.get(f"{medium}_caption") for e in examples):
                 continue
             texts = [medium_text(e, medium) for e in examples]
-            rows = []
-            for example, text in zip(examples, texts):
-                rows.append(self.text_tokenizer.encode(text, add_special_tokens=True) if text else [])
-                _check_length(example, rows[-1], self.text_max_length, f"the {medium} caption", "text.max_positions")
+            rows = [self._text_ids(e, text, f"the {medium} caption") for e, text in zip(examples, texts)]
             batch[f"{medium}_text_ids"], batch[f"{medium}_text_mask"] = pad(rows, self.text_tokenizer.pad_id)
             batch[f"{medium}_text_keys"] = text_keys(texts)
         return batch
@@ -142,9 +144,7 @@ class Collator:
             texts, rows = [], []
             for row, example in enumerate(examples):
                 for text in example.get(f"{medium}_negatives") or []:
-                    texts.append(self.text_tokenizer.encode(text, add_special_tokens=True))
-                    _check_length(example, texts[-1], self.text_max_length, f"a {medium} negative",
-                                  "text.max_positions")
+                    texts.append(self._text_ids(example, text, f"a {medium} negative"))
                     rows.append(row)
             if texts:
                 ids, mask = pad(texts, self.text_tokenizer.pad_id)  # [N, L]
