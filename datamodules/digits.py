@@ -54,16 +54,17 @@ QUESTIONS = (
 )
 
 
-def reasoning(image: int, sound: int, question: Question) -> str:
-    """The one-line reasoning every record carries; `perceived_digits` reads its first two digits back."""
-    return f"The picture shows {image}. The sound says {sound}. {question.step(image, sound)}"
-
-
 def captions(image: int, sound: int) -> dict[str, str]:
     """Each medium's own caption, the reasoning's sentence about it (`image_caption` / `audio_caption`: what
     `ContrastiveModule(medium_captions=True)` pairs that medium with, so the picture is never scored on the
     sound's digit)."""
     return {"image_caption": f"The picture shows {image}.", "audio_caption": f"The sound says {sound}."}
+
+
+def reasoning(image: int, sound: int, question: Question) -> str:
+    """The one-line reasoning every record carries; `perceived_digits` reads its first two digits back."""
+    media = captions(image, sound)
+    return f"{media['image_caption']} {media['audio_caption']} {question.step(image, sound)}"
 
 
 def negatives(image: int, sound: int, question: Question) -> dict[str, list[str]]:
