@@ -13,7 +13,8 @@ For the held-out speaker it prints exact-answer accuracy, perception accuracy (t
 spoken digit the model writes in its reasoning, each scored), accuracy with the image or the audio
 withheld, format rate, and minutes of training. Hyper-parameters were chosen on the val split (the
 training speakers' held-out takes and held-out images) and on runs holding out a third speaker (george),
-never on the reported test speakers (theo, lucas).
+never on the reported test speakers (theo, lucas). Images are split by index for every speaker, so george's
+test records show the same test images as theo's and lucas's: a choice made on george's image digit has seen them.
 
     .venv/bin/python benchmarks/real_digits.py --speaker theo [--out runs/real_digits] [--grpo-steps 0]
         [--configs DIR]      your own digits_{contrastive,text,sft,grpo}.yaml instead of the shipped ones
