@@ -74,7 +74,8 @@ class MultimodalDataModule(L.LightningDataModule):
             seed: seed of the synthetic splits.
             skip_bad_records: leave bad records out of their batch (never replaced) and report each once,
                 with totals per epoch and per run (`BadRecordReport`), instead of raising.
-            synth_*_size / difficulty: size and difficulty (1..3, None = mixed) of the synthetic splits.
+            synth_*_size / difficulty: size and difficulty (1..3, None = mixed 1-3; 0 = one shape or beep, named)
+                of the synthetic splits.
             max_length: longest core sequence in tokens (a longer record is an error); None = what the
                 core takes beside the largest prefix (`core_text_limit`).
             augment: augmentation on the training split (False turns every kind off).

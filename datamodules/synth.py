@@ -27,7 +27,7 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 190, 70), "blue": (50, 90, 240), 
 KINDS = ("circle", "square", "triangle")
 PITCHES = {"low": (330.0, 392.0, 440.0), "high": (1320.0, 1568.0, 1760.0)}  # Hz
 SPLITS = {"train": (0, 800), "val": (800, 900), "test": (900, 1000)}  # content-hash buckets of 1000
-COUNTS = {1: (1, 3), 2: (2, 4), 3: (3, 5)}  # shapes / beeps per scene, by difficulty
+COUNTS = {0: (1, 1), 1: (1, 3), 2: (2, 4), 3: (3, 5)}  # shapes / beeps per scene, by difficulty
 GAP = 2  # pixels of background between any two shapes
 
 
@@ -112,14 +112,15 @@ class Synth:
 
     seed: int = 0
     split: str = "train"
-    difficulty: Optional[int] = None  # 1..3; None mixes all three
+    difficulty: Optional[int] = None  # 1..3; None mixes all three; 0: one shape or one beep, named (a
+    # perception curriculum: each caption names one shape's colour and kind, never part of the mix)
     image_size: int = 32
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
             raise ValueError(f"split: expected one of {sorted(SPLITS)}, got {self.split!r}")
-        if self.difficulty not in (None, 1, 2, 3):
-            raise ValueError(f"difficulty: expected 1, 2, 3 or None, got {self.difficulty!r}")
+        if self.difficulty not in (None, 0, 1, 2, 3):
+            raise ValueError(f"difficulty: expected 0, 1, 2, 3 or None, got {self.difficulty!r}")
         if self.image_size < 32:
             raise ValueError(f"image_size: must be at least 32 pixels, got {self.image_size}")
 
@@ -186,7 +187,7 @@ def render_audio(tones: tuple[Tone, ...], sample_rate: int = SAMPLE_RATE) -> np.
 
 # ---- sampling -----------------------------------------------------------------------
 def _sample(rng: np.random.Generator, difficulty: Optional[int], image_size: int, record_id: str) -> Optional[Spec]:
-    level = difficulty or int(rng.integers(1, 4))
+    level = int(rng.integers(1, 4)) if difficulty is None else difficulty
     name, needs_image, needs_audio, ask = TEMPLATES[level][int(rng.integers(len(TEMPLATES[level])))]
     lo, hi = COUNTS[level]
     shapes = _shapes(rng, int(rng.integers(lo, hi + 1)), image_size, unique_largest=name == "largest") \
@@ -290,6 +291,24 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...], present: list[str]
 
 
 # ---- question templates: (rng, shapes, tones) -> (question, reasoning, answer, wrong answer)
+def _name_kind(rng, shapes, tones):
+    (shape,) = shapes
+    wrong = [k for k in KINDS if k != shape.kind][int(rng.integers(len(KINDS) - 1))]
+    return "What shape is in the image?", f"{_seen(shapes)} It is a {shape.kind}.", shape.kind, wrong
+
+
+def _name_colour(rng, shapes, tones):
+    (shape,) = shapes
+    wrong = [c for c in COLOURS if c != shape.colour][int(rng.integers(len(COLOURS) - 1))]
+    return "What colour is the shape?", f"{_seen(shapes)} It is {shape.colour}.", shape.colour, wrong
+
+
+def _name_pitch(rng, shapes, tones):
+    (tone,) = tones
+    return "Is the beep low or high?", f"{_heard(tones)} It is {tone.pitch}.", tone.pitch, \
+        "high" if tone.pitch == "low" else "low"
+
+
 def _count_shapes(rng, shapes, tones):
     n = len(shapes)
     return "How many shapes are in the image?", f"{_seen(shapes)} That is {_plural(n, 'shape')}.", str(n), \
@@ -377,6 +396,8 @@ def _multiply(rng, shapes, tones):
 
 Template = tuple[str, bool, bool, Callable]  # name, needs image, needs audio, ask
 TEMPLATES: dict[int, list[Template]] = {
+    0: [("name_kind", True, False, _name_kind), ("name_colour", True, False, _name_colour),
+        ("name_pitch", False, True, _name_pitch)],
     1: [("count_shapes", True, False, _count_shapes), ("count_beeps", False, True, _count_beeps)],
     2: [("count_colour", True, False, _count_colour), ("count_kind", True, False, _count_kind),
         ("count_pitch", False, True, _count_pitch), ("largest", True, False, _largest),

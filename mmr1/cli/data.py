@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--n", required=True, type=int, help="number of records")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--split", choices=("train", "val", "test"), default="train")
-    synth.add_argument("--difficulty", type=int, choices=(1, 2, 3), default=None, help="default: mixed")
+    synth.add_argument("--difficulty", type=int, choices=(0, 1, 2, 3), default=None,
+                       help="default: mixed 1-3; 0: one shape or one beep, named (a perception curriculum)")
     synth.add_argument("--image-size", type=int, default=32)
     synth.set_defaults(run=_synth)
 

@@ -68,6 +68,9 @@ def solve(question: str, shapes: list[dict], beeps: list[str]) -> str:
         (r"Are there more (\w+)s than (\w+) beeps\?",
          lambda k, p: compare(sum(s["kind"] == k for s in shapes), beeps.count(p))),
         (r"What is the number of shapes times the number of beeps\?", lambda: len(shapes) * len(beeps)),
+        (r"What shape is in the image\?", lambda: shapes[0]["kind"]),
+        (r"What colour is the shape\?", lambda: shapes[0]["colour"]),
+        (r"Is the beep low or high\?", lambda: beeps[0]),
     ]
     for pattern, rule in rules:
         match = re.fullmatch(pattern, question)
@@ -76,7 +79,7 @@ def solve(question: str, shapes: list[dict], beeps: list[str]) -> str:
     raise AssertionError(f"no rule for {question!r}")
 
 
-@pytest.mark.parametrize("difficulty, image_size", [(1, 32), (2, 32), (3, 32), (None, 64)])
+@pytest.mark.parametrize("difficulty, image_size", [(0, 32), (1, 32), (2, 32), (3, 32), (None, 64)])
 def test_answers_are_right(difficulty, image_size):
     synth = Synth(seed=3, difficulty=difficulty, image_size=image_size)
     templates = set()
@@ -90,6 +93,19 @@ def test_answers_are_right(difficulty, image_size):
         assert record["answer"] in record["reasoning"] and record["answer"] != rejected_answer(record)
         templates.add(synth.spec(i).template)
     assert len(templates) >= (2 if difficulty == 1 else 3)
+
+
+def test_the_perception_curriculum_names_one_item_and_stays_out_of_the_mix():
+    """Difficulty 0 shows one shape (or plays one beep) and names it; the mixed splits never draw it."""
+    curriculum = Synth(seed=2, difficulty=0)
+    for i in range(40):
+        record = curriculum.record(i)
+        shapes = see(record["image"]) if record["image"] is not None else []
+        beeps = hear(record["audio"], record["sample_rate"]) if record["audio"] is not None else []
+        assert len(shapes) + len(beeps) == 1 and record["difficulty"] == 0
+        named = f"{shapes[0]['colour']} {shapes[0]['kind']}" if shapes else f"beep: {beeps[0]}"
+        assert named in record["caption"] and named in record["reasoning"]
+    assert all(Synth(seed=2).spec(i).difficulty > 0 for i in range(300))
 
 
 def test_the_reasoning_lists_the_shapes_left_to_right():
