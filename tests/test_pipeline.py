@@ -111,7 +111,8 @@ def test_recipe_errors_name_the_stage(tmp_path):
 
 def test_shipped_recipe_parses():
     recipe = Recipe.from_file(ROOT / "configs" / "r1_tiny.yaml")
-    assert list(recipe.stages) == ["pretrain", "text", "cold_start", "grpo", "rejection", "sft", "grpo2", "distill"]
+    assert list(recipe.stages) == ["perceive", "pretrain", "text", "cold_start", "grpo", "rejection", "sft", "grpo2",
+                                   "distill"]
     assert list(Recipe.from_file(ROOT / "configs" / "r1_zero_tiny.yaml").stages) == ["pretrain", "grpo"]
 
 
