@@ -5,7 +5,8 @@ beeps (sine tones, low or high), listed in time order. Templated questions count
 multiply and compare across the image and the sound, so most need both; a reasoning that counts
 some of the items it lists keeps a running count beside them ("low (2 low)"). Record `index` of a
 split is a pure function of (seed, split, index); a record belongs to the split its content hash
-falls in, so train/val/test never share a scene+question, whatever the seed.
+falls in, so train/val/test never share a scene+question, whatever the seed. Difficulty 0, never part of
+the mix, is a perception curriculum: one shape or one beep per record, named ("It is a square.").
 """
 
 from __future__ import annotations
