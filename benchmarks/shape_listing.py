@@ -18,9 +18,11 @@ import json
 import re
 from pathlib import Path
 
+from mmr1.datamodules.synth import KINDS
+
 
 SEEN = re.compile(r"I see ([^.]*)\.")
-ITEM = re.compile(r"a (\w+) (circle|square|triangle)")
+ITEM = re.compile(rf"a (\w+) ({'|'.join(KINDS)})")
 
 
 def listing(reasoning: str | None) -> str | None:

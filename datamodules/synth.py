@@ -282,6 +282,12 @@ def _heard(tones: tuple[Tone, ...], tally: Optional[str] = None) -> str:
     return f"I hear {_plural(len(tones), 'beep')}: {', '.join(items)}."
 
 
+def _other(rng: np.random.Generator, options, value: str) -> str:
+    """One of `options` other than `value`, uniformly."""
+    others = [option for option in options if option != value]
+    return others[int(rng.integers(len(others)))]
+
+
 def _off_by_one(rng: np.random.Generator, n: int) -> str:
     return str(n + 1 if n == 0 or rng.integers(2) else n - 1)
 
@@ -294,14 +300,14 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...], present: list[str]
 # ---- question templates: (rng, shapes, tones) -> (question, reasoning, answer, wrong answer)
 def _name_kind(rng, shapes, tones):
     (shape,) = shapes
-    wrong = [k for k in KINDS if k != shape.kind][int(rng.integers(len(KINDS) - 1))]
-    return "What shape is in the image?", f"{_seen(shapes)} It is a {shape.kind}.", shape.kind, wrong
+    return "What shape is in the image?", f"{_seen(shapes)} It is a {shape.kind}.", shape.kind, \
+        _other(rng, KINDS, shape.kind)
 
 
 def _name_colour(rng, shapes, tones):
     (shape,) = shapes
-    wrong = [c for c in COLOURS if c != shape.colour][int(rng.integers(len(COLOURS) - 1))]
-    return "What colour is the shape?", f"{_seen(shapes)} It is {shape.colour}.", shape.colour, wrong
+    return "What colour is the shape?", f"{_seen(shapes)} It is {shape.colour}.", shape.colour, \
+        _other(rng, COLOURS, shape.colour)
 
 
 def _name_pitch(rng, shapes, tones):
@@ -347,9 +353,9 @@ def _count_pitch(rng, shapes, tones):
 
 def _largest(rng, shapes, tones):
     big = max(shapes, key=lambda s: s.size)
-    wrong = [c for c in COLOURS if c != big.colour][int(rng.integers(len(COLOURS) - 1))]
     return "What colour is the largest shape?", \
-        f"{_seen(shapes)} The largest is the {big.colour} {big.kind}, so it is {big.colour}.", big.colour, wrong
+        f"{_seen(shapes)} The largest is the {big.colour} {big.kind}, so it is {big.colour}.", big.colour, \
+        _other(rng, COLOURS, big.colour)
 
 
 def _add(rng, shapes, tones):
