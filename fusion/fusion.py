@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+from timm.layers import build_sincos2d_pos_embed
 from torch import nn
 
 from mmr1.config import FusionConfig
@@ -27,9 +28,12 @@ class FusionOutput:
 
 
 class Fusion(nn.Module):
-    """Any subset of the configured modalities -> one fused prefix of width cfg.width."""
+    """Any subset of the configured modalities -> one fused prefix of width cfg.width.
 
-    def __init__(self, cfg: FusionConfig, input_widths: Mapping[str, int]) -> None:
+    image_grid: (rows, columns) of the image encoder's patch tokens, which `cfg.image_positions` needs."""
+
+    def __init__(self, cfg: FusionConfig, input_widths: Mapping[str, int],
+                 image_grid: tuple[int, int] | None = None) -> None:
         super().__init__()
         unknown = sorted(set(input_widths) - set(MODALITIES))
         if unknown or not input_widths:
@@ -41,6 +45,12 @@ class Fusion(nn.Module):
         self.output_width = cfg.width
         self.input_proj = nn.ModuleDict({m: nn.Linear(w, cfg.width) for m, w in self.input_widths.items()})
         self.type_embed = nn.ParameterDict({m: nn.Parameter(torch.zeros(cfg.width)) for m in self.modalities})
+        positions = None
+        if cfg.image_positions and "image" in self.modalities:
+            if image_grid is None:
+                raise ValueError("fusion.image_positions: needs the image encoder's patch grid (image_grid)")
+            positions = build_sincos2d_pos_embed(list(image_grid), dim=cfg.width)  # [rows * columns, width]
+        self.register_buffer("image_positions", positions, persistent=False)
         self.resamplers = nn.ModuleDict({
             m: PerceiverResampler(cfg.width, cfg.n_heads, cfg.resampler_tokens, cfg.dropout) for m in self.modalities
         }) if cfg.resampler_tokens > 0 else None
@@ -55,12 +65,22 @@ class Fusion(nn.Module):
             if m not in inputs:
                 continue
             x, mask = self.input_proj[m](inputs[m].tokens), inputs[m].mask  # [B, L, D], [B, L]
+            if m == "image" and self.image_positions is not None:
+                x = self._add_image_positions(x)
             if self.resamplers is not None:
                 x, mask = self.resamplers[m](x, mask)  # [B, K, D], [B, K]
             x = x + self.type_embed[m]  # [B, L, D]
             tokens[m] = x.masked_fill(~mask[..., None], 0.0)  # padding never reaches fusion
             masks[m] = mask
         return tokens, masks
+
+    def _add_image_positions(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, L, D]: the patch tokens (row-major), after a class token when L is one more -> x + positions."""
+        n = self.image_positions.shape[0]
+        if x.shape[1] not in (n, n + 1):
+            raise ValueError(f"image: fusion.image_positions expects {n} patch tokens (or a class token and {n}), "
+                             f"got {x.shape[1]}")
+        return torch.cat([x[:, :-n], x[:, -n:] + self.image_positions], dim=1)  # [B, L, D]
 
     def forward(self, inputs: Mapping[str, EncoderOutput]) -> FusionOutput:
         """inputs: modality -> EncoderOutput (tokens [B, L_m, input_width], mask [B, L_m]) -> FusionOutput."""

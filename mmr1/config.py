@@ -127,9 +127,14 @@ class FusionConfig:
     hierarchical: bool = True  # add the joint layer over all unimodal + pairwise outputs
     resampler_tokens: int = 0  # >0: a perceiver resampler bounds tokens per modality to this
     dropout: float = 0.0
+    image_positions: bool = False  # add a fixed 2-D sin-cos position embedding (MAE's; timm's
+    # build_sincos2d_pos_embed) to the projected image patch tokens, so each token's row and column reach the
+    # core as features rather than only through its place in the sequence; adds no weights
 
     def __post_init__(self) -> None:
         _divisible(self.width, self.n_heads, "fusion.width", "fusion.n_heads")
+        _require(not self.image_positions or self.width % 4 == 0, "fusion.image_positions",
+                 f"needs fusion.width divisible by 4 (a sin and a cos per row and column band), got {self.width}")
 
 
 @dataclass

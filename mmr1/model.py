@@ -45,7 +45,8 @@ class MultimodalModel(nn.Module):
         self.audio = AudioEncoder(config.audio) if config.audio is not None else None
         self.text_encoder = TextEncoder(config.text) if config.text is not None else None
         widths = {m: enc.width for m, enc in self._encoders().items()}
-        self.fusion = Fusion(config.fusion, widths) if widths else None
+        self.fusion = Fusion(config.fusion, widths, self.vision.grid if self.vision is not None else None) \
+            if widths else None
         self.prefix_proj = nn.Linear(config.fusion.width, config.core.d_model) if widths else None
         self.core = ReasoningCore(config.core)
         self.classifier = ClassificationHead(config.core.d_model, config.n_classes) if config.n_classes else None

@@ -81,6 +81,27 @@ def test_save_load_round_trip_is_bit_exact(model, tmp_path):
         assert torch.equal(model(ids, **inputs)[0].logits, loaded(ids, **inputs)[0].logits)
 
 
+def test_image_positions_survive_a_round_trip_and_tell_patch_places_apart(tmp_path):
+    """fusion.image_positions: each patch token's prefix embedding moves by its own place's embedding (through
+    the projection to the core; the gates are closed at init), and a saved model rebuilds the weightless
+    positions from its config."""
+    torch.manual_seed(0)
+    config = Config.from_name("tiny", vision={"stem": "conv"}, fusion={"resampler_tokens": 0, "image_positions": True})
+    model = MultimodalModel(config).eval()
+    model.save_pretrained(tmp_path)
+    loaded = MultimodalModel.from_pretrained(tmp_path)
+    assert loaded.config.fusion.image_positions and torch.equal(loaded.fusion.image_positions,
+                                                                model.fusion.image_positions)
+    plain = MultimodalModel(Config.from_name("tiny", vision={"stem": "conv"}, fusion={"resampler_tokens": 0})).eval()
+    plain.load_state_dict(model.state_dict())
+    pixels = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        moved = loaded.prefix(pixel_values=pixels).embeds - plain.prefix(pixel_values=pixels).embeds  # [2, 16, d]
+    expected = model.fusion.image_positions @ model.prefix_proj.weight.T  # [16, d_model]
+    torch.testing.assert_close(moved, expected.expand_as(moved), atol=1e-5, rtol=1e-5)
+    assert len({tuple(t.tolist()) for t in expected.round(decimals=4)}) == 16  # sixteen different places
+
+
 def test_checkpoint_with_other_sizes_is_refused(model, tmp_path):
     model.save_pretrained(tmp_path)
     other = MultimodalModel(Config.from_name("tiny", core={"d_model": 64, "n_heads": 2, "n_kv_heads": 1}))

@@ -49,6 +49,7 @@ def test_named_timm_model_drops_prefix_tokens(name, n_prefix, width):
 
     assert encoder.model.num_prefix_tokens == n_prefix and encoder.width == width
     assert out.tokens.shape == (2, (32 // 16) ** 2, width) and out.pooled.shape == (2, width)
+    assert encoder.grid == (2, 2)
     torch.testing.assert_close(out.tokens, encoder.model.forward_features(images)[:, n_prefix:])
 
 
@@ -131,7 +132,7 @@ def test_conv_stem_embeds_patches_with_convolutions():
     encoder = VisionEncoder(cfg)
     images = digit_images(4)
     out = encoder.train()(images)
-    assert out.tokens.shape == (4, cfg.n_patches, 64)
+    assert out.tokens.shape == (4, cfg.n_patches, 64) and encoder.grid == (4, 4)
     torch.testing.assert_close(encoder.eval()(images).tokens, out.tokens)  # no batch statistics
     convs = [m for m in encoder.model.patch_embed.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.stride for c in convs] == [(2, 2)] * 3  # 32 -> 16 -> 8 -> 4: the 4×4 patch grid

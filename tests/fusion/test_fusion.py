@@ -140,3 +140,34 @@ def test_errors_name_the_problem():
         fusion({"image": inputs["image"], "text": wrong_width})
     with pytest.raises(ValueError, match="video"):
         Fusion(FusionConfig(), {"video": 8})
+
+
+def test_image_positions_add_each_patch_tokens_row_and_column():
+    """A 2×2 patch grid: the projected image tokens get timm's 2-D sin-cos embedding, row-major; the other
+    modalities are untouched, and a token's row and column can be read back from what was added."""
+    inputs = batch()
+    plain, placed = make_fusion(), Fusion(FusionConfig(width=32, n_heads=4, image_positions=True), WIDTHS, (2, 2))
+    placed.load_state_dict(plain.state_dict())  # the positions are a buffer, not a weight
+    torch.manual_seed(0)
+    added = placed.embed(inputs)[0]["image"] - plain.embed(inputs)[0]["image"]  # [B, 4, 32]
+    from timm.layers import build_sincos2d_pos_embed
+    assert_close(added, build_sincos2d_pos_embed([2, 2], dim=32).expand_as(added))
+    assert len({tuple(row.tolist()) for row in added[0].round(decimals=4)}) == 4  # four different positions
+    for m in ("audio", "text"):
+        assert torch.equal(placed.embed(inputs)[0][m], plain.embed(inputs)[0][m])
+
+
+def test_image_positions_skip_a_class_token_and_check_the_grid():
+    inputs = {"image": encoder_output(2, 5, 24, [5, 5])}  # a class token, then 4 patch tokens
+    fusion = Fusion(FusionConfig(width=32, n_heads=4, image_positions=True), {"image": 24}, (2, 2))
+    plain = Fusion(FusionConfig(width=32, n_heads=4), {"image": 24})
+    plain.load_state_dict(fusion.state_dict())
+    added = fusion.embed(inputs)[0]["image"] - plain.embed(inputs)[0]["image"]  # [2, 5, 32]
+    assert torch.equal(added[:, 0], torch.zeros_like(added[:, 0]))  # the class token has no place
+    assert added[:, 1:].abs().sum() > 0
+    with pytest.raises(ValueError, match=r"image: fusion.image_positions expects 4 patch tokens .* got 6"):
+        fusion({"image": encoder_output(2, 6, 24, [6, 6])})
+    with pytest.raises(ValueError, match=r"fusion.image_positions: needs the image encoder's patch grid"):
+        Fusion(FusionConfig(width=32, n_heads=4, image_positions=True), {"image": 24})
+    with pytest.raises(ValueError, match=r"fusion.image_positions: needs fusion.width divisible by 4"):
+        FusionConfig(width=30, n_heads=2, image_positions=True)
