@@ -6,8 +6,12 @@ drawn as the synthetic generator draws them (size 20-30% of the image, random pl
                 regression on all of the image tokens (kind)
     supervised  a fresh ViT of the recipe (tiny preset, conv stem), with a linear head, trained on the kind
                 label alone: its accuracy on 600 new images every 100 steps (how many images it needs)
+    scenes      (--scenes N) one image token at a time, on N training scenes of 3-5 shapes with their beeps: a
+                logistic regression for the kind and colour of the one shape under the token's patch, and for
+                the token's column in the patch grid, at the image encoder's output and at the fused prefix the
+                core reads (fit on half the scenes, scored on the other half)
 
-    .venv/bin/python benchmarks/shape_probe.py [EXPORT ...] [--supervised-steps 800 --batch 16]
+    .venv/bin/python benchmarks/shape_probe.py [EXPORT ...] [--supervised-steps 800 --batch 16] [--scenes 600]
 
 Chance is 33% for a kind and 25% for a colour. It trains no checkpoint, so it is a cheap selection signal for
 the pipeline's alignment stage (README: "The R1 recipe").
@@ -29,11 +33,12 @@ from alignment_probe import nearest_mean
 
 from mmr1.checkpoint import load_model
 from mmr1.config import Config
-from mmr1.datamodules.processors import ImageProcessor
-from mmr1.datamodules.synth import COLOURS, KINDS, _shapes, render_image
+from mmr1.datamodules.processors import AudioProcessor, ImageProcessor
+from mmr1.datamodules.synth import COLOURS, KINDS, Shape, Synth, _shapes, render_audio, render_image
 from mmr1.encoders.vision import VisionEncoder
 
 PROBE_FIT, PROBE_TEST = 400, 400
+MIN_COVER = 24  # pixels of its 8×8 patch a shape's box must cover for the token to be labelled with it
 
 
 def single_shapes(n: int, seed: int, image_size: int = 32) -> list[tuple[Image.Image, int, int]]:
@@ -67,6 +72,60 @@ def probe(checkpoint: str) -> dict[str, float]:
     return {"kind_nearest_mean": nearest_mean(states[0].pooled, labels[0][0], states[1].pooled, labels[0][1]),
             "colour_nearest_mean": nearest_mean(states[0].pooled, labels[1][0], states[1].pooled, labels[1][1]),
             "kind_logistic_tokens": float(regression.score(tokens[1], labels[0][1].numpy()))}
+
+
+def patch_labels(shapes: tuple[Shape, ...], grid: int, patch: int) -> list[Shape | None]:
+    """The shape under each patch, row-major: the one shape whose box covers at least MIN_COVER of the patch's
+    pixels and no other shape's box touching it; None for empty or shared patches."""
+    labels = []
+    for row in range(grid):
+        for column in range(grid):
+            covers = []
+            for shape in shapes:
+                dx = min((column + 1) * patch, shape.x + shape.size) - max(column * patch, shape.x)
+                dy = min((row + 1) * patch, shape.y + shape.size) - max(row * patch, shape.y)
+                if dx > 0 and dy > 0:
+                    covers.append((shape, dx * dy))
+            labels.append(covers[0][0] if len(covers) == 1 and covers[0][1] >= MIN_COVER else None)
+    return labels
+
+
+@torch.no_grad()
+def scene_tokens(checkpoint: str, n: int) -> dict[str, float]:
+    """Per-token kind, colour and column by logistic regression, at the encoder's output and at the fused prefix."""
+    model, _ = load_model(checkpoint)
+    model.eval()
+    vision = model.vision
+    grid, patch = vision.grid[0], vision.patch_size
+    specs = [Synth(seed=5, split="train", difficulty=3, image_size=vision.image_size).spec(i) for i in range(n)]
+    images, sounds = ImageProcessor(model.config.vision), AudioProcessor(model.config.audio)
+    pixel_values = torch.stack([images(render_image(s.shapes, vision.image_size)) for s in specs])  # [N, 3, H, W]
+    waves = [sounds(render_audio(s.tones))[0] for s in specs]
+    audio = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)  # [N, S]
+    lengths = torch.tensor([w.numel() for w in waves])
+    present = torch.ones(n, dtype=torch.bool)
+    patches = grid * grid
+    encoded = vision(pixel_values, present).tokens[:, -patches:]  # [N, grid², W]: the patch tokens
+    prefix = model.prefix(pixel_values=pixel_values, image_mask=present, audio_values=audio, audio_lengths=lengths)
+    fused = prefix.embeds[:, vision.keep_class_token:vision.keep_class_token + patches]  # [N, grid², d_model]
+    rows, labels = [], {"kind": [], "colour": [], "column": []}
+    for i, spec in enumerate(specs):
+        for t, shape in enumerate(patch_labels(spec.shapes, grid, patch)):
+            if shape is not None:
+                rows.append((i, t))
+                labels["kind"].append(KINDS.index(shape.kind))
+                labels["colour"].append(list(COLOURS).index(shape.colour))
+                labels["column"].append(t % grid)
+    index = np.array(rows)  # [tokens, 2]: scene, token
+    fit = index[:, 0] < n // 2
+    scores = {"scene_tokens": len(rows)}
+    for place, states in (("encoder", encoded), ("fused", fused)):
+        x = states[index[:, 0], index[:, 1]].numpy()  # [tokens, width]
+        for name, y in labels.items():
+            y = np.array(y)
+            regression = LogisticRegression(max_iter=3000).fit(x[fit], y[fit])
+            scores[f"{place}_{name}"] = float(regression.score(x[~fit], y[~fit]))
+    return scores
 
 
 def supervised(steps: int, batch: int, seed: int = 0, lr: float = 1e-3) -> list[tuple[int, float]]:
@@ -103,11 +162,15 @@ def main() -> None:
     parser.add_argument("--supervised-steps", type=int, default=0, help="train a fresh ViT on kinds this long")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenes", type=int, default=0, help="also probe single image tokens on this many scenes")
     args = parser.parse_args()
     if not args.checkpoints and not args.supervised_steps:
         parser.error("name a checkpoint to probe, or --supervised-steps N")
     for checkpoint in args.checkpoints:
         print(json.dumps({"checkpoint": checkpoint, **{k: round(v, 3) for k, v in probe(checkpoint).items()}}))
+        if args.scenes:
+            print(json.dumps({"checkpoint": checkpoint,
+                              **{k: round(v, 3) for k, v in scene_tokens(checkpoint, args.scenes).items()}}))
     if args.supervised_steps:
         for step, accuracy in supervised(args.supervised_steps, args.batch, args.seed):
             print(json.dumps({"supervised_step": step, "batch": args.batch, "kind_accuracy": round(accuracy, 3)}))

@@ -1,5 +1,5 @@
-"""benchmarks/shape_probe.py: its single shapes carry the right labels, its probe scores what is separable, and
-the script runs on a checkpoint."""
+"""benchmarks/shape_probe.py: its single shapes carry the right labels, its probe scores what is separable, each
+scene token is labelled with the one shape under its patch, and the script runs on a checkpoint."""
 
 import json
 import subprocess
@@ -12,9 +12,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from shape_probe import nearest_mean, single_shapes  # noqa: E402
+from shape_probe import nearest_mean, patch_labels, single_shapes  # noqa: E402
 
-from mmr1.datamodules.synth import COLOURS  # noqa: E402
+from mmr1.datamodules.synth import COLOURS, Shape  # noqa: E402
 
 
 def test_single_shapes_are_labelled_with_the_colour_drawn():
@@ -26,6 +26,17 @@ def test_single_shapes_are_labelled_with_the_colour_drawn():
         assert drawn == {list(COLOURS.values())[colour]}
 
 
+def test_patch_labels_name_the_one_shape_covering_a_patch():
+    """A 2×2 grid of 8-pixel patches: a square filling the top-left patch, a small one inside the top-right
+    patch (too little of it), and two squares sharing the bottom-right patch."""
+    big = Shape("square", "red", 8, 0, 0)
+    small = Shape("circle", "blue", 4, 10, 2)
+    left, right = Shape("triangle", "green", 6, 8, 8), Shape("square", "yellow", 4, 14, 12)
+    assert patch_labels((big, small, left, right), grid=2, patch=8) == [big, None, None, None]
+    assert patch_labels((Shape("circle", "blue", 6, 9, 1),), grid=2, patch=8) == [None, Shape("circle", "blue", 6, 9, 1),
+                                                                                  None, None]
+
+
 def test_nearest_mean_scores_separable_states_and_flipped_labels():
     torch.manual_seed(0)
     labels = torch.arange(3).repeat(20)
@@ -34,13 +45,20 @@ def test_nearest_mean_scores_separable_states_and_flipped_labels():
     assert nearest_mean(states[:30], labels[:30], states[30:], (labels[30:] + 1) % 3) == 0.0
 
 
-def test_the_script_probes_a_checkpoint_and_trains_the_supervised_baseline(tmp_path):
-    subprocess.run([sys.executable, "-m", "mmr1", "init", "--preset", "tiny", "--overrides",
-                    '{"vision": {"stem": "conv"}, "fusion": {"resampler_tokens": 0}}', "--out", str(tmp_path / "m")],
-                   check=True, capture_output=True)
+def test_the_script_probes_a_checkpoint_its_scene_tokens_and_trains_the_supervised_baseline(tmp_path):
+    """A fresh model with fusion.image_positions: its fused tokens tell their column apart, its encoder's not as well."""
+    overrides = '{"vision": {"stem": "conv"}, "fusion": {"resampler_tokens": 0, "image_positions": true}}'
+    subprocess.run([sys.executable, "-m", "mmr1", "init", "--preset", "tiny", "--overrides", overrides,
+                    "--out", str(tmp_path / "m")], check=True, capture_output=True)
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "shape_probe.py"), str(tmp_path / "m"),
-                          "--supervised-steps", "3", "--batch", "4"], capture_output=True, text=True, check=True)
+                          "--supervised-steps", "3", "--batch", "4", "--scenes", "60"],
+                         capture_output=True, text=True, check=True)
     rows = [json.loads(line) for line in run.stdout.splitlines()]
     assert set(rows[0]) == {"checkpoint", "kind_nearest_mean", "colour_nearest_mean", "kind_logistic_tokens"}
     assert all(0.0 <= rows[0][k] <= 1.0 for k in rows[0] if k != "checkpoint")
-    assert rows[1] == {"supervised_step": 3, "batch": 4, "kind_accuracy": rows[1]["kind_accuracy"]}
+    scene = rows[1]
+    assert set(scene) == {"checkpoint", "scene_tokens", *(f"{place}_{label}" for place in ("encoder", "fused")
+                                                           for label in ("kind", "colour", "column"))}
+    assert scene["scene_tokens"] > 60
+    assert scene["fused_column"] >= 0.9 and scene["fused_column"] > scene["encoder_column"] + 0.2
+    assert rows[2] == {"supervised_step": 3, "batch": 4, "kind_accuracy": rows[2]["kind_accuracy"]}
