@@ -1,4 +1,5 @@
-"""The fusion stage: project each modality, optionally resample, fuse pairwise, then hierarchically."""
+"""The fusion stage: project each modality (image patch tokens optionally with their 2-D positions), optionally
+resample, fuse pairwise, then hierarchically."""
 
 from __future__ import annotations
 
