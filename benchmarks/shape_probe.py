@@ -96,6 +96,9 @@ def scene_tokens(checkpoint: str, n: int) -> dict[str, float]:
     model, _ = load_model(checkpoint)
     model.eval()
     vision = model.vision
+    if model.config.fusion.resampler_tokens or model.audio is None:
+        raise ValueError(f"{checkpoint}: --scenes needs a model with audio and one fused token per patch "
+                         f"(fusion.resampler_tokens 0, got {model.config.fusion.resampler_tokens})")
     grid, patch = vision.grid[0], vision.patch_size
     specs = [Synth(seed=5, split="train", difficulty=3, image_size=vision.image_size).spec(i) for i in range(n)]
     images, sounds = ImageProcessor(model.config.vision), AudioProcessor(model.config.audio)

@@ -27,14 +27,14 @@ def test_single_shapes_are_labelled_with_the_colour_drawn():
 
 
 def test_patch_labels_name_the_one_shape_covering_a_patch():
-    """A 2×2 grid of 8-pixel patches: a square filling the top-left patch, a small one inside the top-right
-    patch (too little of it), and two squares sharing the bottom-right patch."""
+    """A 2×2 grid of 8-pixel patches: a square filling the top-left patch, a small circle inside the top-right
+    patch (too little of it), a triangle and a square sharing the bottom-right patch; then a circle alone."""
     big = Shape("square", "red", 8, 0, 0)
     small = Shape("circle", "blue", 4, 10, 2)
     left, right = Shape("triangle", "green", 6, 8, 8), Shape("square", "yellow", 4, 14, 12)
     assert patch_labels((big, small, left, right), grid=2, patch=8) == [big, None, None, None]
-    assert patch_labels((Shape("circle", "blue", 6, 9, 1),), grid=2, patch=8) == [None, Shape("circle", "blue", 6, 9, 1),
-                                                                                  None, None]
+    alone = Shape("circle", "blue", 6, 9, 1)
+    assert patch_labels((alone,), grid=2, patch=8) == [None, alone, None, None]
 
 
 def test_nearest_mean_scores_separable_states_and_flipped_labels():
