@@ -108,8 +108,8 @@ def scene_tokens(checkpoint: str, n: int) -> dict[str, float]:
     lengths = torch.tensor([w.numel() for w in waves])
     present = torch.ones(n, dtype=torch.bool)
     patches = grid * grid
-    encoded = vision(pixel_values, present).tokens[:, -patches:]  # [N, grid², W]: the patch tokens
     prefix = model.prefix(pixel_values=pixel_values, image_mask=present, audio_values=audio, audio_lengths=lengths)
+    encoded = prefix.encoded["image"].tokens[:, -patches:]  # [N, grid², W]: the encoder's patch tokens
     fused = prefix.embeds[:, vision.keep_class_token:vision.keep_class_token + patches]  # [N, grid², d_model]
     rows, labels = [], {"kind": [], "colour": [], "column": []}
     for i, spec in enumerate(specs):

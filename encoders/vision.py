@@ -41,8 +41,8 @@ class VisionEncoder(nn.Module):
             )
         # the side in pixels of the square each token sees (the conv stem's ViT itself has patch_size 1)
         self.patch_size: int = cfg.patch_size if cfg.timm_name is None else self.model.patch_embed.patch_size[0]
-        self.grid: tuple[int, int] = tuple(self.model.patch_embed.grid_size) if cfg.timm_name is not None else \
-            (cfg.image_size // cfg.patch_size,) * 2  # rows, columns of patch tokens (row-major in `tokens`)
+        self.grid: tuple[int, int] = tuple(self.model.patch_embed.grid_size)  # rows, columns of patch tokens
+        # (row-major in `tokens`), as timm's patch embedding (or the conv stem's) lays them out
         self.keep_class_token = cfg.keep_class_token
         if self.keep_class_token and getattr(self.model, "cls_token", None) is None:
             raise ValueError(f"vision.keep_class_token: {cfg.timm_name or 'this ViT'} has no class token")
