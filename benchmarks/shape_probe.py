@@ -96,9 +96,12 @@ def scene_tokens(checkpoint: str, n: int) -> dict[str, float]:
     model, _ = load_model(checkpoint)
     model.eval()
     vision = model.vision
-    if model.config.fusion.resampler_tokens or model.audio is None:
-        raise ValueError(f"{checkpoint}: --scenes needs a model with audio and one fused token per patch "
-                         f"(fusion.resampler_tokens 0, got {model.config.fusion.resampler_tokens})")
+    if model.config.fusion.resampler_tokens:
+        raise ValueError(f"{checkpoint}: --scenes needs one fused token per patch (fusion.resampler_tokens 0), "
+                         f"got fusion.resampler_tokens {model.config.fusion.resampler_tokens}")
+    if model.audio is None:
+        raise ValueError(f"{checkpoint}: --scenes needs a model with an audio encoder (the scenes' prefix has "
+                         f"audio), this one has none")
     grid, patch = vision.grid[0], vision.patch_size
     specs = [Synth(seed=5, split="train", difficulty=3, image_size=vision.image_size).spec(i) for i in range(n)]
     images, sounds = ImageProcessor(model.config.vision), AudioProcessor(model.config.audio)

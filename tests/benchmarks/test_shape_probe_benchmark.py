@@ -7,14 +7,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from shape_probe import nearest_mean, patch_labels, single_shapes  # noqa: E402
+from shape_probe import nearest_mean, patch_labels, scene_tokens, single_shapes  # noqa: E402
 
+from mmr1.config import Config  # noqa: E402
 from mmr1.datamodules.synth import COLOURS, Shape  # noqa: E402
+from mmr1.datamodules.tokenizer import Tokenizer  # noqa: E402
+from mmr1.model import MultimodalModel  # noqa: E402
 
 
 def test_single_shapes_are_labelled_with_the_colour_drawn():
@@ -62,3 +66,13 @@ def test_the_script_probes_a_checkpoint_its_scene_tokens_and_trains_the_supervis
     assert scene["scene_tokens"] > 60
     assert scene["fused_column"] >= 0.9 and scene["fused_column"] > scene["encoder_column"] + 0.2
     assert rows[2] == {"supervised_step": 3, "batch": 4, "kind_accuracy": rows[2]["kind_accuracy"]}
+
+
+@pytest.mark.parametrize("overrides, refusal", [
+    ({"vision": {"stem": "conv"}}, "fusion.resampler_tokens 16"),  # the tiny preset's resampler
+    ({"vision": {"stem": "conv"}, "fusion": {"resampler_tokens": 0}, "audio": None}, "audio encoder"),
+])
+def test_scene_tokens_refuses_models_whose_prefix_it_cannot_slice(tmp_path, overrides, refusal):
+    MultimodalModel(Config.from_name("tiny", **overrides)).save_pretrained(tmp_path / "m", Tokenizer.default())
+    with pytest.raises(ValueError, match=refusal):
+        scene_tokens(str(tmp_path / "m"), 2)
