@@ -6,6 +6,11 @@ Each document is tokenized and followed by `</s>`; the token stream is cut into 
 `block_size`. Document ids restart at 0 in every block, so a document cut by a block boundary
 continues as a new document in the next one; only the last block of a shard is padded.
 
+With `unscored_captions`, the words of a JSONL record's reasoning that only its media can tell (its
+`image_caption` / `audio_caption`, e.g. "The picture shows 7.") are read but not scored (label -100):
+a text-only stage cannot know them, and a core taught to guess them from the text learns to answer
+without looking at the media it is given later.
+
 Shard `s` of `n = world_size * workers` holds the documents whose index `i % n == s`. The
 loader remembers, per shard, how far the *consumed* batches reached (documents done + tokens
 into the next one); Lightning 2.6 saves `loader.state_dict()` in the checkpoint of any train
@@ -17,7 +22,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Iterator, Literal, Optional, Sequence
+from typing import Iterator, Literal, NamedTuple, Optional, Sequence
 
 import lightning as L
 import torch
@@ -25,25 +30,39 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mmr1.datamodules.prompt import format_prompt, format_response
+from mmr1.datamodules.records import CAPTION_KEYS
 from mmr1.config import Config
 from mmr1.datamodules.tokenizer import Tokenizer
 
 DocSplit = Literal["file", "blank_line"]
 Position = tuple[int, int]  # (documents of the shard done, tokens of the next one already emitted)
+Span = tuple[int, int]  # [start, end) characters of a document
+
+
+class Document(NamedTuple):
+    """One document's text and the character spans whose tokens get no loss."""
+    text: str
+    unscored: tuple[Span, ...] = ()
 
 
 # ---- documents -----------------------------------------------------------------------------
 def read_documents(files: Sequence[str | Path], doc_split: DocSplit = "file") -> Iterator[str]:
     """Every document of `files`, in order, reading JSONL and blank-line text line by line."""
+    return (document.text for document in read_scored_documents(files, doc_split))
+
+
+def read_scored_documents(files: Sequence[str | Path], doc_split: DocSplit = "file",
+                          unscored_captions: bool = False) -> Iterator[Document]:
+    """`read_documents` with each document's unscored spans (JSONL records' media captions, if asked)."""
     for path in map(Path, files):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: corpus file not found")
         if path.suffix == ".jsonl":
-            yield from _jsonl_documents(path)
+            yield from _jsonl_documents(path, unscored_captions)
         elif doc_split == "file":
-            yield path.read_text(encoding="utf-8")
+            yield Document(path.read_text(encoding="utf-8"))
         elif doc_split == "blank_line":
-            yield from _blank_line_documents(path)
+            yield from map(Document, _blank_line_documents(path))
         else:
             raise ValueError(f"doc_split: expected 'file' or 'blank_line', got {doc_split!r}")
 
@@ -61,13 +80,14 @@ def _blank_line_documents(path: Path) -> Iterator[str]:
         yield "".join(lines).rstrip("\n")
 
 
-def _jsonl_documents(path: Path) -> Iterator[str]:
+def _jsonl_documents(path: Path, unscored_captions: bool) -> Iterator[Document]:
     with path.open(encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
-                yield render_record(json.loads(line))
+                record = json.loads(line)
+                yield render_record_captions(record) if unscored_captions else Document(render_record(record))
             except (json.JSONDecodeError, ValueError) as e:
                 raise ValueError(f"{path}:{line_no}: {e}") from e
 
@@ -81,10 +101,43 @@ def render_record(record: dict) -> str:
     raise ValueError("record: expected a 'text' field or 'question' and 'answer' strings")
 
 
+def render_record_captions(record: dict) -> Document:
+    """`render_record` with the spans of the record's media captions in its response unscored.
+
+    Each caption present (`image_caption`, `audio_caption`) must occur in the rendered response
+    (the reasoning or answer); a record without captions is scored in full.
+    """
+    text = render_record(record)
+    response_start = 0 if isinstance(record.get("text"), str) else len(format_prompt(record["question"]))
+    spans = []
+    for key in CAPTION_KEYS:
+        caption = record.get(key)
+        if caption is None:
+            continue
+        if not isinstance(caption, str) or not caption.strip():
+            raise ValueError(f"{key}: expected a non-empty string, got {caption!r}")
+        start = text.find(caption, response_start)
+        if start < 0:
+            raise ValueError(f"{key}: {caption!r} is not in the record's reasoning or answer, so it cannot be left unscored")
+        spans.append((start, start + len(caption)))
+    return Document(text, tuple(spans))
+
+
 def encode_document(tokenizer: Tokenizer, text: str) -> list[int]:
     """Token ids of one document ending in `</s>` (added unless the text already ends with it)."""
-    ids = tokenizer.encode(text)
-    return ids if ids and ids[-1] == tokenizer.eos_id else ids + [tokenizer.eos_id]
+    return encode_scored_document(tokenizer, Document(text))[0]
+
+
+def encode_scored_document(tokenizer: Tokenizer, document: Document) -> tuple[list[int], list[bool]]:
+    """`encode_document`'s ids and, per token, whether it is scored (False where its characters overlap
+    an unscored span; a byte-level token's leading space counts as its own)."""
+    encoding = tokenizer.backend.encode(document.text, add_special_tokens=False)
+    ids = list(encoding.ids)
+    scored = [not any(token_start < end and token_end > start for start, end in document.unscored)
+              for token_start, token_end in encoding.offsets]
+    if not (ids and ids[-1] == tokenizer.eos_id):
+        ids, scored = ids + [tokenizer.eos_id], scored + [True]
+    return ids, scored
 
 
 # ---- packing ---------------------------------------------------------------------------------
@@ -93,8 +146,9 @@ class PackedTextDataset(IterableDataset):
 
     def __init__(self, files: Sequence[str | Path], tokenizer: Tokenizer, block_size: int,
                  doc_split: DocSplit = "file", seed: Optional[int] = None,
-                 rank: Optional[int] = None, world_size: Optional[int] = None):
-        """`seed` shuffles the file order per epoch (None keeps it); rank/world_size default to torch.distributed."""
+                 rank: Optional[int] = None, world_size: Optional[int] = None, unscored_captions: bool = False):
+        """`seed` shuffles the file order per epoch (None keeps it); rank/world_size default to torch.distributed;
+        `unscored_captions` leaves JSONL records' media captions out of the loss."""
         if block_size < 1:
             raise ValueError(f"block_size: expected >= 1, got {block_size}")
         self.files = [Path(f) for f in files]
@@ -102,6 +156,7 @@ class PackedTextDataset(IterableDataset):
         self.block_size = block_size
         self.doc_split = doc_split
         self.seed = seed
+        self.unscored_captions = unscored_captions
         distributed = dist.is_available() and dist.is_initialized()
         self.rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
         self.world_size = world_size if world_size is not None else (dist.get_world_size() if distributed else 1)
@@ -128,38 +183,44 @@ class PackedTextDataset(IterableDataset):
         """The blocks of one shard from `start`; each carries `stream_state` = (epoch, shard, *position after it)."""
         T, pad_id = self.block_size, self.tokenizer.pad_id
         tokens: list[int] = []
+        scored: list[bool] = []
         document_ids: list[int] = []
         done = start[0]
-        for n, text in enumerate(self._shard_documents(shard, num_shards, epoch)):
+        for n, document in enumerate(self._shard_documents(shard, num_shards, epoch)):
             if n < start[0]:
                 continue
-            ids = encode_document(self.tokenizer, text)
+            ids, ids_scored = encode_scored_document(self.tokenizer, document)
             pos = start[1] if n == start[0] else 0
             while pos < len(ids):
                 take = min(T - len(tokens), len(ids) - pos)
                 piece = document_ids[-1] + 1 if document_ids else 0
                 tokens += ids[pos:pos + take]
+                scored += ids_scored[pos:pos + take]
                 document_ids += [piece] * take
                 pos += take
                 if len(tokens) == T:
                     position = (n + 1, 0) if pos == len(ids) else (n, pos)
-                    yield _block(tokens, document_ids, 0, pad_id, (epoch, shard, *position))
-                    tokens, document_ids = [], []
+                    yield _block(tokens, scored, document_ids, 0, pad_id, (epoch, shard, *position))
+                    tokens, scored, document_ids = [], [], []
             done = n + 1
         if tokens:
-            yield _block(tokens, document_ids, T - len(tokens), pad_id, (epoch, shard, done, 0))
+            yield _block(tokens, scored, document_ids, T - len(tokens), pad_id, (epoch, shard, done, 0))
 
-    def _shard_documents(self, shard: int, num_shards: int, epoch: int) -> Iterator[str]:
-        for index, text in enumerate(read_documents(self.file_order(epoch), self.doc_split)):
+    def _shard_documents(self, shard: int, num_shards: int, epoch: int) -> Iterator[Document]:
+        documents = read_scored_documents(self.file_order(epoch), self.doc_split, self.unscored_captions)
+        for index, document in enumerate(documents):
             if index % num_shards == shard:
-                yield text
+                yield document
 
 
-def _block(tokens: list[int], document_ids: list[int], n_pad: int, pad_id: int, state: tuple) -> dict:
-    """One block: padding (at the end) gets pad_id, label -100 and a document id of its own."""
+def _block(tokens: list[int], scored: list[bool], document_ids: list[int], n_pad: int, pad_id: int,
+           state: tuple) -> dict:
+    """One block: unscored tokens get label -100; padding (at the end) gets pad_id, label -100 and a
+    document id of its own."""
     input_ids = torch.tensor(tokens + [pad_id] * n_pad)  # [T]
     labels = input_ids.clone()
     labels[len(tokens):] = -100
+    labels[:len(tokens)][~torch.tensor(scored)] = -100
     ids = torch.tensor(document_ids + [document_ids[-1] + 1] * n_pad)  # [T]
     mask = torch.arange(len(input_ids)) < len(tokens)  # [T] bool
     return {"input_ids": input_ids, "labels": labels, "document_ids": ids, "attention_mask": mask,
@@ -240,6 +301,7 @@ class TextDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: Optional[int] = 0,
         doc_split: DocSplit = "file",
+        unscored_captions: bool = False,
         config: Optional[Config] = None,
     ):
         """
@@ -250,6 +312,8 @@ class TextDataModule(L.LightningDataModule):
             batch_size / num_workers: per process (per GPU under DDP); resuming needs the same ranks × workers.
             seed: shuffles the training file order per epoch; None keeps it.
             doc_split: a `.txt` file is one document ("file") or one per blank-line-separated block.
+            unscored_captions: JSONL records' `image_caption` / `audio_caption` (what only the media show) are
+                read but left out of the loss where they occur in the reasoning; each must occur there.
             config: the model's Config (linked by the CLI): blocks and vocabulary must fit its core.
         """
         super().__init__()
@@ -273,7 +337,8 @@ class TextDataModule(L.LightningDataModule):
         for split in ("train", "val") if stage in (None, "fit") else ("val",):
             if files[split] and split not in self.datasets:
                 self.datasets[split] = PackedTextDataset(files[split], self.tokenizer, hp.block_size, hp.doc_split,
-                                                         seed=hp.seed if split == "train" else None)
+                                                         seed=hp.seed if split == "train" else None,
+                                                         unscored_captions=hp.unscored_captions)
 
     def _loader(self, split: str) -> PackedLoader | list:
         if split not in self.datasets:

@@ -9,7 +9,7 @@ from mmr1.config import CoreConfig
 from mmr1.core import ReasoningCore
 from mmr1.datamodules.prompt import format_prompt, format_response
 from mmr1.datamodules.text import (PackedLoader, PackedTextDataset, TextDataModule, collate_blocks,
-                                   encode_document, read_documents)
+                                   encode_document, read_documents, read_scored_documents, render_record_captions)
 from mmr1.datamodules.tokenizer import Tokenizer
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven cats sleep in warm sun".split()
@@ -187,3 +187,47 @@ def test_datamodule_trains_a_tokenizer_and_collates(corpus):
         "input_ids": (4, 32), "labels": (4, 32), "document_ids": (4, 32), "attention_mask": (4, 32)}
     assert batch["padding_fraction"] == 0.0 and "stream_state" not in batch
     assert dm.train_dataloader().batches == 1 and len(list(dm.val_dataloader())) >= 1
+
+
+CAPTIONED = [{"question": f"what is {a} plus {b}?", "image_caption": f"the picture shows {a}.",
+              "audio_caption": f"the sound says {b}.",
+              "reasoning": f"the picture shows {a}. the sound says {b}. {a} + {b} = {a + b}.", "answer": str(a + b)}
+             for a, b in [(3, 4), (7, 1), (2, 9), (5, 5)]]
+
+
+def test_captions_are_located_in_the_response_and_must_be_there():
+    record = CAPTIONED[0]
+    document = render_record_captions(record)
+    assert [document.text[start:end] for start, end in document.unscored] == [record["image_caption"],
+                                                                             record["audio_caption"]]
+    prompt_end = document.text.index(record["question"]) + len(record["question"])
+    assert all(start > prompt_end for start, _ in document.unscored)  # the response's, not the question's
+    assert render_record_captions({"question": "q", "answer": "a"}).unscored == ()  # no captions: all scored
+    with pytest.raises(ValueError, match=r"audio_caption: 'the sound says 8.' is not in the record's reasoning"):
+        render_record_captions({**record, "audio_caption": "the sound says 8."})
+    with pytest.raises(ValueError, match=r"image_caption: expected a non-empty string"):
+        render_record_captions({**record, "image_caption": ""})
+
+
+def test_unscored_captions_keep_the_tokens_and_drop_only_the_captions_from_the_loss(tmp_path):
+    path = tmp_path / "captioned.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in CAPTIONED))
+    tokenizer = Tokenizer.train([r["question"] + " " + r["reasoning"] for r in CAPTIONED], vocab_size=300)
+    plain = list(PackedTextDataset([path], tokenizer, 40).blocks(0, 1))
+    unscored = list(PackedTextDataset([path], tokenizer, 40, unscored_captions=True).blocks(0, 1))
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(plain, unscored, strict=True))
+    assert all((b["labels"] != -100).sum() == b["attention_mask"].sum() for b in plain)
+    ids = torch.cat([b["input_ids"] for b in unscored])  # [N]
+    dropped = torch.cat([b["attention_mask"] & (b["labels"] == -100) for b in unscored])  # [N]
+    captions = "".join(r[key] for r in CAPTIONED for key in ("image_caption", "audio_caption"))
+    assert tokenizer.decode(ids[dropped].tolist()).replace(" ", "") == captions.replace(" ", "")
+    kept = tokenizer.decode(ids[~dropped & torch.cat([b["attention_mask"] for b in unscored])].tolist())
+    assert all(f"= {r['answer']}." in kept and r["question"] in kept for r in CAPTIONED)
+    dm = TextDataModule([str(path)], tokenizer=None, vocab_size=300, block_size=40, batch_size=2,
+                        unscored_captions=True)
+    dm.setup("fit")
+    assert dm.datasets["train"].unscored_captions
+    (tmp_path / "bad.jsonl").write_text(json.dumps({**CAPTIONED[0], "image_caption": "the picture shows 9."}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: image_caption: 'the picture shows 9.' is not in"):
+        list(read_scored_documents([tmp_path / "bad.jsonl"], unscored_captions=True))
+    assert len(list(read_documents([tmp_path / "bad.jsonl"]))) == 1  # without the option, captions are not read
