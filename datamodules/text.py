@@ -6,10 +6,11 @@ Each document is tokenized and followed by `</s>`; the token stream is cut into 
 `block_size`. Document ids restart at 0 in every block, so a document cut by a block boundary
 continues as a new document in the next one; only the last block of a shard is padded.
 
-With `unscored_captions`, the words of a JSONL record's reasoning that only its media can tell (its
-`image_caption` / `audio_caption`, e.g. "The picture shows 7.") are read but not scored (label -100):
-a text-only stage cannot know them, and a core taught to guess them from the text learns to answer
-without looking at the media it is given later.
+With `unscored_captions`, the words of a JSONL record's reasoning that only its media can tell are
+read but not scored (label -100): the words of its `image_caption` / `audio_caption` that differ from
+record to record (the "7" of "The picture shows 7."; the words every caption of that key shares are
+the template, and stay scored). A text-only stage cannot know them, and a core taught to guess them
+from the text learns to answer without looking at the media it is given later.
 
 Shard `s` of `n = world_size * workers` holds the documents whose index `i % n == s`. The
 loader remembers, per shard, how far the *consumed* batches reached (documents done + tokens
@@ -20,6 +21,7 @@ DataLoader with `state_dict`/`load_state_dict` and restores it before the first 
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Iterator, Literal, NamedTuple, Optional, Sequence
@@ -37,6 +39,7 @@ from mmr1.datamodules.tokenizer import Tokenizer
 DocSplit = Literal["file", "blank_line"]
 Position = tuple[int, int]  # (documents of the shard done, tokens of the next one already emitted)
 Span = tuple[int, int]  # [start, end) characters of a document
+Template = tuple[str, str]  # (prefix, suffix) every caption of one key shares
 
 
 class Document(NamedTuple):
@@ -52,13 +55,14 @@ def read_documents(files: Sequence[str | Path], doc_split: DocSplit = "file") ->
 
 
 def read_scored_documents(files: Sequence[str | Path], doc_split: DocSplit = "file",
-                          unscored_captions: bool = False) -> Iterator[Document]:
-    """`read_documents` with each document's unscored spans (JSONL records' media captions, if asked)."""
+                          templates: Optional[dict[str, Template]] = None) -> Iterator[Document]:
+    """`read_documents` with each document's unscored spans: with `templates` (of `caption_templates`),
+    the varying words of JSONL records' media captions."""
     for path in map(Path, files):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: corpus file not found")
         if path.suffix == ".jsonl":
-            yield from _jsonl_documents(path, unscored_captions)
+            yield from _jsonl_documents(path, templates)
         elif doc_split == "file":
             yield Document(path.read_text(encoding="utf-8"))
         elif doc_split == "blank_line":
@@ -80,14 +84,15 @@ def _blank_line_documents(path: Path) -> Iterator[str]:
         yield "".join(lines).rstrip("\n")
 
 
-def _jsonl_documents(path: Path, unscored_captions: bool) -> Iterator[Document]:
+def _jsonl_documents(path: Path, templates: Optional[dict[str, Template]]) -> Iterator[Document]:
     with path.open(encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-                yield render_record_captions(record) if unscored_captions else Document(render_record(record))
+                yield Document(render_record(record)) if templates is None else render_record_captions(record,
+                                                                                                       templates)
             except (json.JSONDecodeError, ValueError) as e:
                 raise ValueError(f"{path}:{line_no}: {e}") from e
 
@@ -101,11 +106,47 @@ def render_record(record: dict) -> str:
     raise ValueError("record: expected a 'text' field or 'question' and 'answer' strings")
 
 
-def render_record_captions(record: dict) -> Document:
-    """`render_record` with the spans of the record's media captions in its response unscored.
+def caption_templates(files: Sequence[str | Path]) -> dict[str, Template]:
+    """Per caption key, the prefix and suffix that all captions of that key in the JSONL `files` share,
+    each cut back to a word boundary ("The picture shows " and "." for "The picture shows 7.")."""
+    captions: dict[str, set[str]] = {}
+    for path in map(Path, files):
+        if path.suffix != ".jsonl":
+            continue
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: corpus file not found")
+        with path.open(encoding="utf-8") as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{line_no}: {e}") from e
+                for key in CAPTION_KEYS:
+                    caption = record.get(key) if isinstance(record, dict) else None
+                    if caption is not None:
+                        if not isinstance(caption, str) or not caption.strip():
+                            raise ValueError(f"{path}:{line_no}: {key}: expected a non-empty string, got {caption!r}")
+                        captions.setdefault(key, set()).add(caption)
+    templates = {}
+    for key, texts in captions.items():
+        prefix = os.path.commonprefix(list(texts))
+        suffix = os.path.commonprefix([t[::-1] for t in texts])[::-1]
+        while prefix and prefix[-1].isalnum():
+            prefix = prefix[:-1]
+        while suffix and suffix[0].isalnum():
+            suffix = suffix[1:]
+        templates[key] = (prefix, suffix)
+    return templates
 
-    Each caption present (`image_caption`, `audio_caption`) must occur in the rendered response
-    (the reasoning or answer); a record without captions is scored in full.
+
+def render_record_captions(record: dict, templates: dict[str, Template]) -> Document:
+    """`render_record` with the varying words of the record's media captions unscored.
+
+    Each caption present (`image_caption`, `audio_caption`) must occur in the rendered response (the
+    reasoning or answer); its span less its key's template prefix and suffix is unscored. A record
+    without captions, or a key whose captions are all the same, is scored in full.
     """
     text = render_record(record)
     response_start = 0 if isinstance(record.get("text"), str) else len(format_prompt(record["question"]))
@@ -116,10 +157,15 @@ def render_record_captions(record: dict) -> Document:
             continue
         if not isinstance(caption, str) or not caption.strip():
             raise ValueError(f"{key}: expected a non-empty string, got {caption!r}")
+        if key not in templates:
+            raise ValueError(f"{key}: no template for it (caption_templates read other files)")
         start = text.find(caption, response_start)
         if start < 0:
             raise ValueError(f"{key}: {caption!r} is not in the record's reasoning or answer, so it cannot be left unscored")
-        spans.append((start, start + len(caption)))
+        prefix, suffix = templates[key]
+        first, last = start + len(prefix), start + len(caption) - len(suffix)
+        if first < last:
+            spans.append((first, last))
     return Document(text, tuple(spans))
 
 
@@ -148,7 +194,7 @@ class PackedTextDataset(IterableDataset):
                  doc_split: DocSplit = "file", seed: Optional[int] = None,
                  rank: Optional[int] = None, world_size: Optional[int] = None, unscored_captions: bool = False):
         """`seed` shuffles the file order per epoch (None keeps it); rank/world_size default to torch.distributed;
-        `unscored_captions` leaves JSONL records' media captions out of the loss."""
+        `unscored_captions` leaves the varying words of JSONL records' media captions out of the loss."""
         if block_size < 1:
             raise ValueError(f"block_size: expected >= 1, got {block_size}")
         self.files = [Path(f) for f in files]
@@ -157,6 +203,7 @@ class PackedTextDataset(IterableDataset):
         self.doc_split = doc_split
         self.seed = seed
         self.unscored_captions = unscored_captions
+        self.templates = caption_templates(self.files) if unscored_captions else None
         distributed = dist.is_available() and dist.is_initialized()
         self.rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
         self.world_size = world_size if world_size is not None else (dist.get_world_size() if distributed else 1)
@@ -207,7 +254,7 @@ class PackedTextDataset(IterableDataset):
             yield _block(tokens, scored, document_ids, T - len(tokens), pad_id, (epoch, shard, done, 0))
 
     def _shard_documents(self, shard: int, num_shards: int, epoch: int) -> Iterator[Document]:
-        documents = read_scored_documents(self.file_order(epoch), self.doc_split, self.unscored_captions)
+        documents = read_scored_documents(self.file_order(epoch), self.doc_split, self.templates)
         for index, document in enumerate(documents):
             if index % num_shards == shard:
                 yield document
@@ -312,8 +359,9 @@ class TextDataModule(L.LightningDataModule):
             batch_size / num_workers: per process (per GPU under DDP); resuming needs the same ranks × workers.
             seed: shuffles the training file order per epoch; None keeps it.
             doc_split: a `.txt` file is one document ("file") or one per blank-line-separated block.
-            unscored_captions: JSONL records' `image_caption` / `audio_caption` (what only the media show) are
-                read but left out of the loss where they occur in the reasoning; each must occur there.
+            unscored_captions: the words of JSONL records' `image_caption` / `audio_caption` that differ between
+                records (what only the media show) are read but left out of the loss where the caption occurs
+                in the reasoning; each caption must occur there.
             config: the model's Config (linked by the CLI): blocks and vocabulary must fit its core.
         """
         super().__init__()

@@ -9,7 +9,8 @@ from mmr1.config import CoreConfig
 from mmr1.core import ReasoningCore
 from mmr1.datamodules.prompt import format_prompt, format_response
 from mmr1.datamodules.text import (PackedLoader, PackedTextDataset, TextDataModule, collate_blocks,
-                                   encode_document, read_documents, read_scored_documents, render_record_captions)
+                                   caption_templates, encode_document, read_documents, read_scored_documents,
+                                   render_record_captions)
 from mmr1.datamodules.tokenizer import Tokenizer
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven cats sleep in warm sun".split()
@@ -192,42 +193,58 @@ def test_datamodule_trains_a_tokenizer_and_collates(corpus):
 CAPTIONED = [{"question": f"what is {a} plus {b}?", "image_caption": f"the picture shows {a}.",
               "audio_caption": f"the sound says {b}.",
               "reasoning": f"the picture shows {a}. the sound says {b}. {a} + {b} = {a + b}.", "answer": str(a + b)}
-             for a, b in [(3, 4), (7, 1), (2, 9), (5, 5)]]
+             for a, b in [(3, 4), (7, 1), (2, 9), (5, 5), (1, 12)]]
 
 
-def test_captions_are_located_in_the_response_and_must_be_there():
-    record = CAPTIONED[0]
-    document = render_record_captions(record)
-    assert [document.text[start:end] for start, end in document.unscored] == [record["image_caption"],
-                                                                             record["audio_caption"]]
+def _write(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_caption_templates_are_the_shared_words_and_only_the_varying_words_are_unscored(tmp_path):
+    templates = caption_templates([_write(tmp_path / "c.jsonl", CAPTIONED)])
+    # "shows 1." / "shows 12." share "1" too; the template stops at the word boundary
+    assert templates == {"image_caption": ("the picture shows ", "."), "audio_caption": ("the sound says ", ".")}
+    record = CAPTIONED[-1]
+    document = render_record_captions(record, templates)
+    assert [document.text[start:end] for start, end in document.unscored] == ["1", "12"]
     prompt_end = document.text.index(record["question"]) + len(record["question"])
     assert all(start > prompt_end for start, _ in document.unscored)  # the response's, not the question's
-    assert render_record_captions({"question": "q", "answer": "a"}).unscored == ()  # no captions: all scored
+    assert render_record_captions({"question": "q", "answer": "a"}, templates).unscored == ()  # no captions
+    same = caption_templates([_write(tmp_path / "same.jsonl", [CAPTIONED[0]] * 2)])  # nothing varies
+    assert render_record_captions(CAPTIONED[0], same).unscored == ()
     with pytest.raises(ValueError, match=r"audio_caption: 'the sound says 8.' is not in the record's reasoning"):
-        render_record_captions({**record, "audio_caption": "the sound says 8."})
-    with pytest.raises(ValueError, match=r"image_caption: expected a non-empty string"):
-        render_record_captions({**record, "image_caption": ""})
+        render_record_captions({**record, "audio_caption": "the sound says 8."}, templates)
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: image_caption: expected a non-empty string"):
+        caption_templates([_write(tmp_path / "bad.jsonl", [record, {**record, "image_caption": ""}])])
 
 
-def test_unscored_captions_keep_the_tokens_and_drop_only_the_captions_from_the_loss(tmp_path):
-    path = tmp_path / "captioned.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in CAPTIONED))
+def test_unscored_captions_keep_the_tokens_and_drop_only_the_media_words_from_the_loss(tmp_path):
+    path = _write(tmp_path / "captioned.jsonl", CAPTIONED)
     tokenizer = Tokenizer.train([r["question"] + " " + r["reasoning"] for r in CAPTIONED], vocab_size=300)
     plain = list(PackedTextDataset([path], tokenizer, 40).blocks(0, 1))
     unscored = list(PackedTextDataset([path], tokenizer, 40, unscored_captions=True).blocks(0, 1))
     assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(plain, unscored, strict=True))
     assert all((b["labels"] != -100).sum() == b["attention_mask"].sum() for b in plain)
     ids = torch.cat([b["input_ids"] for b in unscored])  # [N]
-    dropped = torch.cat([b["attention_mask"] & (b["labels"] == -100) for b in unscored])  # [N]
-    captions = "".join(r[key] for r in CAPTIONED for key in ("image_caption", "audio_caption"))
-    assert tokenizer.decode(ids[dropped].tolist()).replace(" ", "") == captions.replace(" ", "")
-    kept = tokenizer.decode(ids[~dropped & torch.cat([b["attention_mask"] for b in unscored])].tolist())
+    real = torch.cat([b["attention_mask"] for b in unscored])  # [N]
+    dropped = real & torch.cat([b["labels"] == -100 for b in unscored])  # [N]
+    media_digits = [str(r[key]) for r in CAPTIONED for key in ("image_caption", "audio_caption")]
+    runs: list[list[int]] = []  # the dropped tokens, grouped into contiguous runs
+    for i in dropped.nonzero().flatten().tolist():
+        if i > 0 and dropped[i - 1]:
+            runs[-1].append(ids[i].item())
+        else:
+            runs.append([ids[i].item()])
+    assert [tokenizer.decode(run).strip() for run in runs] == [c.split()[-1].rstrip(".") for c in media_digits]
+    kept = tokenizer.decode(ids[real & ~dropped].tolist())
     assert all(f"= {r['answer']}." in kept and r["question"] in kept for r in CAPTIONED)
+    assert kept.count("the picture shows") == len(CAPTIONED)  # the template is still learned
     dm = TextDataModule([str(path)], tokenizer=None, vocab_size=300, block_size=40, batch_size=2,
                         unscored_captions=True)
     dm.setup("fit")
-    assert dm.datasets["train"].unscored_captions
-    (tmp_path / "bad.jsonl").write_text(json.dumps({**CAPTIONED[0], "image_caption": "the picture shows 9."}) + "\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: image_caption: 'the picture shows 9.' is not in"):
-        list(read_scored_documents([tmp_path / "bad.jsonl"], unscored_captions=True))
-    assert len(list(read_documents([tmp_path / "bad.jsonl"]))) == 1  # without the option, captions are not read
+    assert dm.datasets["train"].templates == caption_templates([path])
+    bad = _write(tmp_path / "bad.jsonl", [CAPTIONED[0], {**CAPTIONED[1], "image_caption": "the picture shows 9."}])
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: image_caption: 'the picture shows 9.' is not in"):
+        list(read_scored_documents([bad], templates=caption_templates([bad])))
+    assert len(list(read_documents([bad]))) == 2  # without the option, captions are not read
