@@ -84,17 +84,31 @@ def _blank_line_documents(path: Path) -> Iterator[str]:
         yield "".join(lines).rstrip("\n")
 
 
-def _jsonl_documents(path: Path, templates: Optional[dict[str, Template]]) -> Iterator[Document]:
+def _jsonl_records(path: Path) -> Iterator[tuple[str, dict]]:
+    """("path:line", record) for each non-blank line of a JSONL file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: corpus file not found")
     with path.open(encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-                yield Document(render_record(record)) if templates is None else render_record_captions(record,
-                                                                                                       templates)
-            except (json.JSONDecodeError, ValueError) as e:
+            except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{line_no}: {e}") from e
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{line_no}: record: expected a JSON object, got {type(record).__name__}")
+            yield f"{path}:{line_no}", record
+
+
+def _jsonl_documents(path: Path, templates: Optional[dict[str, Template]]) -> Iterator[Document]:
+    for where, record in _jsonl_records(path):
+        try:
+            document = Document(render_record(record)) if templates is None else render_record_captions(record,
+                                                                                                        templates)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from e
+        yield document
 
 
 def render_record(record: dict) -> str:
@@ -113,22 +127,13 @@ def caption_templates(files: Sequence[str | Path]) -> dict[str, Template]:
     for path in map(Path, files):
         if path.suffix != ".jsonl":
             continue
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: corpus file not found")
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{line_no}: {e}") from e
-                for key in CAPTION_KEYS:
-                    caption = record.get(key) if isinstance(record, dict) else None
-                    if caption is not None:
-                        if not isinstance(caption, str) or not caption.strip():
-                            raise ValueError(f"{path}:{line_no}: {key}: expected a non-empty string, got {caption!r}")
-                        captions.setdefault(key, set()).add(caption)
+        for where, record in _jsonl_records(path):
+            for key in CAPTION_KEYS:
+                caption = record.get(key)
+                if caption is not None and (not isinstance(caption, str) or not caption.strip()):
+                    raise ValueError(f"{where}: {key}: expected a non-empty string, got {caption!r}")
+                if caption is not None:
+                    captions.setdefault(key, set()).add(caption)
     templates = {}
     for key, texts in captions.items():
         prefix = os.path.commonprefix(list(texts))
