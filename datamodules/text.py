@@ -129,9 +129,10 @@ def caption_templates(files: Sequence[str | Path]) -> dict[str, Template]:
             continue
         for where, record in _jsonl_records(path):
             for key in CAPTION_KEYS:
-                caption = record.get(key)
-                if caption is not None and (not isinstance(caption, str) or not caption.strip()):
-                    raise ValueError(f"{where}: {key}: expected a non-empty string, got {caption!r}")
+                try:
+                    caption = _caption(record, key)
+                except ValueError as e:
+                    raise ValueError(f"{where}: {e}") from e
                 if caption is not None:
                     captions.setdefault(key, set()).add(caption)
     templates = {}
@@ -146,6 +147,14 @@ def caption_templates(files: Sequence[str | Path]) -> dict[str, Template]:
     return templates
 
 
+def _caption(record: dict, key: str) -> Optional[str]:
+    """The record's caption `key`, None when absent; ValueError when it is not a non-empty string."""
+    caption = record.get(key)
+    if caption is not None and (not isinstance(caption, str) or not caption.strip()):
+        raise ValueError(f"{key}: expected a non-empty string, got {caption!r}")
+    return caption
+
+
 def render_record_captions(record: dict, templates: dict[str, Template]) -> Document:
     """`render_record` with the varying words of the record's media captions unscored.
 
@@ -157,16 +166,15 @@ def render_record_captions(record: dict, templates: dict[str, Template]) -> Docu
     response_start = 0 if isinstance(record.get("text"), str) else len(format_prompt(record["question"]))
     spans = []
     for key in CAPTION_KEYS:
-        caption = record.get(key)
+        caption = _caption(record, key)
         if caption is None:
             continue
-        if not isinstance(caption, str) or not caption.strip():
-            raise ValueError(f"{key}: expected a non-empty string, got {caption!r}")
         if key not in templates:
             raise ValueError(f"{key}: no template for it (caption_templates read other files)")
         start = text.find(caption, response_start)
         if start < 0:
-            raise ValueError(f"{key}: {caption!r} is not in the record's reasoning or answer, so it cannot be left unscored")
+            raise ValueError(f"{key}: {caption!r} is not in the record's reasoning or answer, "
+                             "so it cannot be left unscored")
         prefix, suffix = templates[key]
         first, last = start + len(prefix), start + len(caption) - len(suffix)
         if first < last:
@@ -184,8 +192,9 @@ def encode_scored_document(tokenizer: Tokenizer, document: Document) -> tuple[li
     an unscored span; a byte-level token's leading space counts as its own)."""
     encoding = tokenizer.backend.encode(document.text, add_special_tokens=False)
     ids = list(encoding.ids)
-    scored = [not any(token_start < end and token_end > start for start, end in document.unscored)
-              for token_start, token_end in encoding.offsets]
+    scored = [True] * len(ids) if not document.unscored else [
+        not any(token_start < end and token_end > start for start, end in document.unscored)
+        for token_start, token_end in encoding.offsets]
     if not (ids and ids[-1] == tokenizer.eos_id):
         ids, scored = ids + [tokenizer.eos_id], scored + [True]
     return ids, scored
