@@ -130,6 +130,9 @@ class FusionConfig:
     image_positions: bool = False  # add a fixed 2-D sin-cos position embedding (MAE's; timm's
     # build_sincos2d_pos_embed) to the projected image patch tokens, so each token's row and column reach the
     # core as features rather than only through its place in the sequence; adds no weights
+    vocab_prefix: bool = False  # the projection into the core is a softmax over the core's vocabulary times its
+    # token embedding matrix: each prefix token is a mixture of the core's own word embeddings (Ovis's
+    # probabilistic visual tokens, over the core's vocabulary), which a pretrained core reads as it reads text
 
     def __post_init__(self) -> None:
         _divisible(self.width, self.n_heads, "fusion.width", "fusion.n_heads")

@@ -47,7 +47,8 @@ class MultimodalModel(nn.Module):
         widths = {m: enc.width for m, enc in self._encoders().items()}
         self.fusion = Fusion(config.fusion, widths, self.vision.grid if self.vision is not None else None) \
             if widths else None
-        self.prefix_proj = nn.Linear(config.fusion.width, config.core.d_model) if widths else None
+        prefix_width = config.core.vocab_size if config.fusion.vocab_prefix else config.core.d_model
+        self.prefix_proj = nn.Linear(config.fusion.width, prefix_width) if widths else None
         self.core = ReasoningCore(config.core)
         self.classifier = ClassificationHead(config.core.d_model, config.n_classes) if config.n_classes else None
 
@@ -92,7 +93,14 @@ class MultimodalModel(nn.Module):
         if not encoded:
             return None
         fused = self.fusion(encoded)
-        return Prefix(self.prefix_proj(fused.tokens), fused.mask, encoded)
+        return Prefix(self.project(fused.tokens), fused.mask, encoded)
+
+    def project(self, fused: torch.Tensor) -> torch.Tensor:
+        """fused [B, P, fusion.width] -> [B, P, d_model], the prefix in the core's input space."""
+        x = self.prefix_proj(fused)  # [B, P, d_model], or [B, P, vocab] logits with fusion.vocab_prefix
+        if self.config.fusion.vocab_prefix:
+            x = x.softmax(-1) @ self.core.embed_tokens.weight  # [B, P, vocab] @ [vocab, d_model]
+        return x
 
     def _require(self, modality: str, encoder: nn.Module | None, argument: str) -> None:
         if encoder is None:

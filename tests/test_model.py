@@ -102,6 +102,38 @@ def test_image_positions_survive_a_round_trip_and_tell_patch_places_apart(tmp_pa
     assert len({tuple(t.tolist()) for t in expected.round(decimals=4)}) == 16  # sixteen different places
 
 
+def test_vocab_prefix_is_a_mixture_of_the_cores_own_token_embeddings(tmp_path):
+    """fusion.vocab_prefix: each prefix token is softmax(logits over the core's vocabulary) @ its token embedding
+    matrix, so a sharp distribution gives exactly a word's embedding; with the core frozen the gradient still
+    reaches the projection through the embeddings; and a saved model keeps the option."""
+    torch.manual_seed(0)
+    config = Config.from_name("tiny", fusion={"vocab_prefix": True})
+    model = MultimodalModel(config).eval()
+    assert model.prefix_proj.out_features == config.core.vocab_size
+    pixels = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        embeds = model.prefix(pixel_values=pixels).embeds  # [2, P, d_model]
+        fused = model.fusion(model.encode(pixel_values=pixels)).tokens  # [2, P, fusion.width]
+        probs = model.prefix_proj(fused).softmax(-1)
+    torch.testing.assert_close(embeds, probs @ model.core.embed_tokens.weight)
+    table = model.core.embed_tokens.weight.detach()
+    low, high = table.min(0).values, table.max(0).values  # a mixture stays inside the rows' bounding box
+    assert (embeds >= low - 1e-6).all() and (embeds <= high + 1e-6).all()
+    with torch.no_grad():  # all mass on token 42 -> exactly its embedding
+        model.prefix_proj.weight.zero_()
+        model.prefix_proj.bias.fill_(-1e4)
+        model.prefix_proj.bias[42] = 1e4
+        torch.testing.assert_close(model.prefix(pixel_values=pixels).embeds, table[42].expand_as(embeds))
+    torch.manual_seed(1)
+    model = MultimodalModel(config)
+    model.core.requires_grad_(False)
+    out, _ = model(torch.randint(11, 512, (2, 5)), pixel_values=pixels)
+    out.logits.sum().backward()
+    assert model.prefix_proj.weight.grad.abs().sum() > 0 and model.core.embed_tokens.weight.grad is None
+    model.save_pretrained(tmp_path)
+    assert MultimodalModel.from_pretrained(tmp_path).config.fusion.vocab_prefix
+
+
 def test_checkpoint_with_other_sizes_is_refused(model, tmp_path):
     model.save_pretrained(tmp_path)
     other = MultimodalModel(Config.from_name("tiny", core={"d_model": 64, "n_heads": 2, "n_kv_heads": 1}))
