@@ -10,7 +10,9 @@ sft         input_ids / attention_mask / labels [B, T], right-padded; labels are
             (an index, or one of the record's `choices`): class_labels [B] long
 rl          input_ids / attention_mask [B, T], LEFT-padded prompts for generation
 preference  chosen_* and rejected_* input_ids / attention_mask / labels, one width T
-paired      the media and caption text only (caption, else text, else reasoning) and text_keys [B]
+paired      the media and caption text only (caption, else text, else reasoning) and text_keys [B];
+            {m}_caption_ids / {m}_caption_mask [B, L]: each medium's own caption in the core's vocabulary
+            (only its varying words with `caption_templates`; empty rows where a record has none)
             (rows with one key hold one text); where records carry a medium's own caption
             (`image_caption` / `audio_caption`), that medium's text: {m}_text_ids / {m}_text_mask [B, L]
             and {m}_text_keys [B]; a record's `image_negatives` / `audio_negatives` (captions wrong about
@@ -28,7 +30,8 @@ import torch
 
 from mmr1.config import Config
 from mmr1.datamodules.prompt import format_prompt, format_response
-from mmr1.datamodules.records import OBJECTIVES, medium_text, paired_text
+from mmr1.datamodules.records import CAPTION_KEYS, OBJECTIVES, medium_text, paired_text
+from mmr1.datamodules.text import Template, varying_words
 from mmr1.datamodules.tokenizer import Tokenizer
 
 IGNORE = -100  # label of positions outside the loss
@@ -51,6 +54,7 @@ class Collator:
         self.text_max_length = text_max_length  # longest text-encoder input; likewise
         self.mlm_probability = mlm_probability
         self.encode_text = encode_text  # False for a model without a text encoder: no text_ids
+        self.caption_templates: Optional[dict[str, Template]] = None  # paired: core captions' varying words only
 
     @classmethod
     def for_model(cls, config: Config, objective: str, tokenizer: Optional[str] = None,
@@ -78,6 +82,8 @@ class Collator:
                                                         self.text_tokenizer.pad_id)  # [B, L]
             if self.objective == "masked":
                 batch["text_ids"], batch["text_labels"] = self._mask_tokens(batch["text_ids"], batch["text_mask"])
+        if self.objective == "paired":
+            batch.update(self._core_captions(examples))
         if self.objective == "paired" and self.encode_text:
             if "text_ids" in batch:
                 batch["text_keys"] = text_keys([paired_text(e) for e in examples])  # [B]
@@ -135,6 +141,25 @@ class Collator:
             rows = [self._text_ids(e, text, f"the {medium} caption") for e, text in zip(examples, texts)]
             batch[f"{medium}_text_ids"], batch[f"{medium}_text_mask"] = pad(rows, self.text_tokenizer.pad_id)
             batch[f"{medium}_text_keys"] = text_keys(texts)
+        return batch
+
+    def _core_captions(self, examples: list[dict]) -> dict:
+        """{m}_caption_ids / _mask [B, L]: the core tokenizer's ids of each medium's own caption (less its
+        template with `caption_templates`), for each medium some example has a caption for; [] where none."""
+        batch = {}
+        for key in CAPTION_KEYS:
+            if not any(e.get(key) for e in examples):
+                continue
+            rows = []
+            for example in examples:
+                text = example.get(key) or ""
+                if text and self.caption_templates is not None:
+                    if key not in self.caption_templates:
+                        raise ValueError(f"{key}: no template for it (caption_templates read other files)")
+                    text = varying_words(text, self.caption_templates[key], key)
+                rows.append(self.tokenizer.encode(text) if text else [])
+            medium = key.removesuffix("_caption")
+            batch[f"{medium}_caption_ids"], batch[f"{medium}_caption_mask"] = pad(rows, self.tokenizer.pad_id)
         return batch
 
     def _negatives(self, examples: list[dict]) -> dict:

@@ -22,6 +22,7 @@ from mmr1.datamodules.records import RecordProcessor
 from mmr1.datamodules.skips import SANITY, STAGES, SkipLedger
 from mmr1.datamodules.synth import Synth
 from mmr1.datamodules.synth_dataset import SynthDataset
+from mmr1.datamodules.text import caption_templates
 
 
 def _settings(kind: type, value, name: str):
@@ -156,9 +157,29 @@ class MultimodalDataModule(L.LightningDataModule):
 
 
 class PairedDataModule(MultimodalDataModule):
-    """Contrastive pretraining: media + caption (text_ids from `caption` or `text`)."""
+    """Alignment: media + caption (text_ids from `caption` or `text`; each medium's own caption, for the text
+    encoder and in the core's vocabulary: see `Collator`)."""
 
     objective = "paired"
+
+    def __init__(self, *args, caption_templates: bool = False, **kwargs):
+        """
+        Args:
+            caption_templates: the core-vocabulary captions ({m}_caption_ids, which `PrefixWordsModule` reads)
+                keep only their varying words: "7" of "The picture shows 7.", less the prefix and suffix all of
+                that key's captions in the train manifest share (`caption_templates`).
+            *args / **kwargs: those of MultimodalDataModule.
+        """
+        super().__init__(*args, **kwargs)  # its save_hyperparameters records caption_templates too
+
+    @functools.cached_property
+    def collator(self) -> Collator:
+        collator = super().collator
+        if self.hparams.caption_templates:
+            if self.manifests["train"] is None:
+                raise ValueError("caption_templates: needs a train_manifest to read the captions' templates from")
+            collator.caption_templates = caption_templates([self.manifests["train"]])
+        return collator
 
 
 class MaskedDataModule(MultimodalDataModule):

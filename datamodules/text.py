@@ -147,6 +147,16 @@ def caption_templates(files: Sequence[str | Path]) -> dict[str, Template]:
     return templates
 
 
+def varying_words(caption: str, template: Template, key: str) -> str:
+    """A caption less its key's template (`caption_templates`): "7" of "The picture shows 7."; "" when the
+    template covers it all. ValueError when the caption does not start and end as the template does."""
+    prefix, suffix = template
+    if not (caption.startswith(prefix) and caption.endswith(suffix)):
+        raise ValueError(f"{key}: {caption!r} does not fit its template {prefix!r} ... {suffix!r} (the prefix and "
+                         "suffix every training caption of that key shares)")
+    return caption[len(prefix):max(len(prefix), len(caption) - len(suffix))]
+
+
 def _caption(record: dict, key: str) -> Optional[str]:
     """The record's caption `key`, None when absent; ValueError when it is not a non-empty string."""
     caption = record.get(key)

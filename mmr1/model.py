@@ -97,10 +97,21 @@ class MultimodalModel(nn.Module):
 
     def project(self, fused: torch.Tensor) -> torch.Tensor:
         """fused [B, P, fusion.width] -> [B, P, d_model], the prefix in the core's input space."""
-        x = self.prefix_proj(fused)  # [B, P, d_model], or [B, P, vocab] logits with fusion.vocab_prefix
-        if self.config.fusion.vocab_prefix:
-            x = x.softmax(-1) @ self.core.embed_tokens.weight  # [B, P, vocab] @ [vocab, d_model]
-        return x
+        if self.config.fusion.vocab_prefix:  # each position a mixture of the core's own token embeddings
+            return self.prefix_proj(fused).softmax(-1) @ self.core.embed_tokens.weight  # [B, P, V] @ [V, d_model]
+        return self.prefix_proj(fused)  # [B, P, d_model]
+
+    def prefix_vocabulary(self, **media) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[int, int]]]:
+        """With `fusion.vocab_prefix`: the prefix as distributions over the core's vocabulary, without running
+        the core: (probabilities [B, P, V], mask [B, P] bool, each modality's span [start, end) of positions)."""
+        if not self.config.fusion.vocab_prefix:
+            raise ValueError("fusion.vocab_prefix: this model projects its prefix linearly, so it has no "
+                             "distributions over the vocabulary (build it with overrides {fusion: {vocab_prefix: true}})")
+        encoded = self.encode(**media)
+        if not encoded:
+            raise ValueError("media: prefix_vocabulary needs an image or audio input")
+        fused = self.fusion(encoded)
+        return self.prefix_proj(fused.tokens).softmax(-1), fused.mask, fused.spans
 
     def _require(self, modality: str, encoder: nn.Module | None, argument: str) -> None:
         if encoder is None:

@@ -26,6 +26,19 @@ def mlm_loss(logits: torch.Tensor, text_labels: torch.Tensor) -> torch.Tensor:
     return token_cross_entropy(logits, text_labels)
 
 
+def token_bag(ids: torch.Tensor, mask: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Each row's bag of tokens [B, V]: its distinct real tokens (ids / mask [B, L]), equal shares summing to 1;
+    a row without real tokens is all zeros."""
+    counts = torch.zeros(ids.shape[0], vocab_size, device=ids.device).scatter_add_(1, ids, mask.float())
+    bag = (counts > 0).float()  # [B, V] multi-hot (padding adds 0)
+    return bag / bag.sum(-1, keepdim=True).clamp(min=1)
+
+
+def bag_of_tokens_loss(log_probs: torch.Tensor, bag: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of distributions log_probs [N, V] against bags of tokens [N, V] (`token_bag`), mean over N."""
+    return -(bag * log_probs.float()).sum(-1).mean()
+
+
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """log softmax(logits)[token]: logits [N, L, V] predicting tokens [N, L] -> [N, L]."""
     return torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens[..., None])[..., 0]

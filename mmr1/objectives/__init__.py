@@ -8,10 +8,11 @@ from mmr1.objectives.dpo import DPOModule
 from mmr1.objectives.grpo import GRPOModule
 from mmr1.objectives.masked import MaskedModule
 from mmr1.objectives.ppo import PPOModule
+from mmr1.objectives.prefix_words import PrefixWordsModule
 from mmr1.objectives.reward_model import RewardModel, RewardModelModule
 from mmr1.objectives.sft import SFTModule
 
 __all__ = [
     "CLMModule", "ContrastiveModule", "DPOModule", "DistillModule", "GRPOModule", "MaskedModule", "ObjectiveModule",
-    "PPOModule", "RewardModel", "RewardModelModule", "SFTModule"
+    "PPOModule", "PrefixWordsModule", "RewardModel", "RewardModelModule", "SFTModule"
 ]

@@ -14,6 +14,7 @@ from torch import nn
 from mmr1.model import media_inputs
 from mmr1.objectives.base import ObjectiveModule, batch_size
 from mmr1.losses.contrastive import clip_loss, recall_at_1
+from mmr1.losses.language import bag_of_tokens_loss, token_bag
 
 
 class Pair(NamedTuple):
@@ -184,12 +185,10 @@ class ContrastiveModule(ObjectiveModule):
             logits = head(encoded[medium].pooled)  # [B, V]
             ids, mask = (batch[f"{medium}_text_ids"], batch[f"{medium}_text_mask"]) if own \
                 else (batch["text_ids"], batch["text_mask"])
-            counts = torch.zeros_like(logits).scatter_add_(1, ids, mask.to(logits.dtype))
-            bag = (counts > 0).to(logits.dtype)  # [B, V] multi-hot of the real tokens (padding adds 0)
+            bag = token_bag(ids, mask, logits.shape[-1])  # [B, V]
             rows = encoded[medium].present & mask.any(1)  # [B]
             if rows.any():
-                targets = bag[rows] / bag[rows].sum(-1, keepdim=True)
-                out[f"{medium}_words"] = F.cross_entropy(logits[rows], targets)
+                out[f"{medium}_words"] = bag_of_tokens_loss(logits[rows].log_softmax(-1), bag[rows])
             else:
                 out[f"{medium}_words"] = logits.sum() * 0.0
         return out

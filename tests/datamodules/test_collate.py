@@ -222,3 +222,25 @@ def test_paired_medium_captions_and_text_keys(tok):
     assert len(set(batch["text_keys"].tolist())) == 3  # the records' paired texts all differ
     assert "audio_text_ids" not in batch
     assert "image_text_ids" not in Collator(tok, "sft")(examples)
+
+
+def test_paired_core_captions_are_in_the_cores_vocabulary_and_templates_keep_their_varying_words(tok):
+    """{m}_caption_ids hold each medium's own caption in the core's vocabulary (the text encoder's may differ);
+    with caption_templates only the words the template does not fix; a row without a caption is empty, and a
+    caption that does not fit its template fails naming it."""
+    examples = [example(image=True, image_caption="The picture shows 7.", audio=50, audio_caption="The sound says 3."),
+                example(image=True, image_caption="The picture shows 12."),
+                example(image=True)]
+    collator = Collator(tok, "paired", encode_text=False)
+    batch = collator(examples)
+    words = [tok.decode(ids[mask].tolist()) for ids, mask in zip(batch["image_caption_ids"], batch["image_caption_mask"])]
+    assert words == ["The picture shows 7.", "The picture shows 12.", ""]
+    assert batch["audio_caption_mask"].any(1).tolist() == [True, False, False]
+    collator.caption_templates = {"image_caption": ("The picture shows ", "."), "audio_caption": ("The sound says ", ".")}
+    batch = collator(examples)
+    words = [tok.decode(ids[mask].tolist()) for ids, mask in zip(batch["image_caption_ids"], batch["image_caption_mask"])]
+    assert words == ["7", "12", ""]
+    assert tok.decode(batch["audio_caption_ids"][0][batch["audio_caption_mask"][0]].tolist()) == "3"
+    with pytest.raises(ValueError, match="image_caption: 'A cat.' does not fit its template"):
+        collator([example(image=True, image_caption="A cat.")])
+    assert "image_caption_ids" not in Collator(tok, "sft")(examples)
