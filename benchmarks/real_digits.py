@@ -41,11 +41,12 @@ def texts(data: Path, tokenizer: str) -> list[str]:
             "--data.init_args.tokenizer", tokenizer]
 
 
-def score(model: str, manifest: Path, out: Path) -> dict:
-    """mmr1 eval with every medium, then without the image, then without the audio; perception from the reasoning."""
+def score(model: str, manifest: Path, out: Path, withhold: tuple[str, ...] = ("", "image", "audio")) -> dict:
+    """mmr1 eval with every medium (""), then without the image, then without the audio (each as in `withhold`);
+    perception from the reasoning."""
     references = [json.loads(line) for line in manifest.open()]
     result = {}
-    for withheld in ("", "image", "audio"):
+    for withheld in withhold:
         predictions = out / f"predictions{'_no_' + withheld if withheld else ''}.jsonl"
         args = ["eval", "--checkpoint", model, "--manifest", str(manifest), "--output", str(predictions),
                 "--no-progress", "--batch-size", "32", "--max-new-tokens", "48"]

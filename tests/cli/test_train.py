@@ -59,12 +59,16 @@ def test_export_ckpt_refuses_foreign_checkpoints(tmp_path):
         export_ckpt(tmp_path / "x.ckpt", tmp_path / "out")
 
 
+# what a config's model needs beyond the tiny preset when its init_from (a folder) is not given
+NEEDS = {"digits_prefix_words.yaml": ["--model.init_args.overrides", '{"fusion": {"vocab_prefix": true}}']}
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
 def test_shipped_config_builds_linked_model_and_data(config, tmp_path, monkeypatch):
     assert config.read_text().startswith(f"# mmr1 fit --config configs/{config.name}")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["mmr1"])
-    cli = TrainingCLI(["--config", str(config)], run=False)
+    cli = TrainingCLI(["--config", str(config), *NEEDS.get(config.name, [])], run=False)
     assert cli.datamodule.config is cli.model.config
     # tiny_*: minutes on a CPU; digits_*: the real-data recipe, about 15 CPU-minutes of training in all
     assert cli.trainer.max_steps <= (1000 if config.name.startswith("digits_") else 500)
