@@ -10,14 +10,13 @@ sft         input_ids / attention_mask / labels [B, T], right-padded; labels are
             (an index, or one of the record's `choices`): class_labels [B] long
 rl          input_ids / attention_mask [B, T], LEFT-padded prompts for generation
 preference  chosen_* and rejected_* input_ids / attention_mask / labels, one width T
-paired      the media and caption text only (caption, else text, else reasoning) and text_keys [B];
-            {m}_caption_ids / {m}_caption_mask [B, L]: each medium's own caption in the core's vocabulary
-            (only its varying words with `caption_templates`; empty rows where a record has none)
+paired      the media and caption text only (caption, else text, else reasoning) and text_keys [B]
             (rows with one key hold one text); where records carry a medium's own caption
             (`image_caption` / `audio_caption`), that medium's text: {m}_text_ids / {m}_text_mask [B, L]
             and {m}_text_keys [B]; a record's `image_negatives` / `audio_negatives` (captions wrong about
             that medium): {m}_negative_ids / {m}_negative_mask [N, L] and {m}_negative_rows [N] (the batch
-            row each belongs to)
+            row each belongs to); and {m}_caption_ids / {m}_caption_mask [B, L]: each medium's own caption in the core's vocabulary
+            (only its varying words with `caption_templates`; an empty row where a record has none)
 masked      text_ids with BERT-style masking and text_labels [B, L] (-100 = not masked)
 """
 
