@@ -40,6 +40,11 @@ def manifests(data: Path) -> list[str]:
             "--data.init_args.val_manifest", str(data / "val.jsonl")]
 
 
+def tokenized(data: Path, tokenizer: str) -> list[str]:
+    """The data arguments of a stage: the task's manifests, in the vocabulary of the model it starts from."""
+    return manifests(data) + ["--data.init_args.tokenizer", tokenizer]
+
+
 def fit(config: str, out: Path, data_args: list[str], steps: int | None, init_from: str | None,
         val_every: int | None) -> tuple[str, float]:
     """Train one stage under `out`; (its export folder, minutes)."""

@@ -26,13 +26,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mmr1_commands import ROOT, fit, manifests, run
+from mmr1_commands import ROOT, fit, run, tokenized
 from smollm2_gsm8k import score
-
-
-def tokenized(data: Path, tokenizer: str) -> list[str]:
-    """The data arguments of a stage: the task's manifests, in the vocabulary of the model it starts from."""
-    return manifests(data) + ["--data.init_args.tokenizer", tokenizer]
 
 
 def main() -> None:

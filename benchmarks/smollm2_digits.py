@@ -28,17 +28,12 @@ import argparse
 import json
 from pathlib import Path
 
-from mmr1_commands import ROOT, fit, manifests, run
+from mmr1_commands import ROOT, fit, manifests, run, tokenized
 from real_digits import FSDD, score
 
 from mmr1.datamodules.digits import SPEAKERS
 
 OVERRIDES = {"vision": {"stem": "conv"}, "fusion": {"resampler_tokens": 0, "vocab_prefix": True}, "text": None}
-
-
-def tokenized(data: Path, tokenizer: str) -> list[str]:
-    """The data arguments of a stage: the task's manifests, in the vocabulary of the model it starts from."""
-    return manifests(data) + ["--data.init_args.tokenizer", tokenizer]
 
 
 def main() -> None:
