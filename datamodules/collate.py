@@ -15,8 +15,9 @@ paired      the media and caption text only (caption, else text, else reasoning)
             (`image_caption` / `audio_caption`), that medium's text: {m}_text_ids / {m}_text_mask [B, L]
             and {m}_text_keys [B]; a record's `image_negatives` / `audio_negatives` (captions wrong about
             that medium): {m}_negative_ids / {m}_negative_mask [N, L] and {m}_negative_rows [N] (the batch
-            row each belongs to); and {m}_caption_ids / {m}_caption_mask [B, L]: each medium's own caption in the core's vocabulary
-            (only its varying words with `caption_templates`; an empty row where a record has none)
+            row each belongs to); and {m}_caption_ids / {m}_caption_mask [B, L]: each medium's own caption
+            in the core's vocabulary (only its varying words with `caption_templates`; an empty row where a
+            record has none)
 masked      text_ids with BERT-style masking and text_labels [B, L] (-100 = not masked)
 """
 
@@ -153,9 +154,7 @@ class Collator:
             for example in examples:
                 text = example.get(key) or ""
                 if text and self.caption_templates is not None:
-                    if key not in self.caption_templates:
-                        raise ValueError(f"{key}: no template for it (caption_templates read other files)")
-                    text = varying_words(text, self.caption_templates[key], key)
+                    text = varying_words(text, self.caption_templates, key)
                 rows.append(self.tokenizer.encode(text) if text else [])
             medium = key.removesuffix("_caption")
             batch[f"{medium}_caption_ids"], batch[f"{medium}_caption_mask"] = pad(rows, self.tokenizer.pad_id)

@@ -147,10 +147,17 @@ def caption_templates(files: Sequence[str | Path]) -> dict[str, Template]:
     return templates
 
 
-def varying_words(caption: str, template: Template, key: str) -> str:
+def template_of(templates: dict[str, Template], key: str) -> Template:
+    """The template of caption key `key` in `templates` (of `caption_templates`); ValueError when it has none."""
+    if key not in templates:
+        raise ValueError(f"{key}: no template for it (caption_templates read other files)")
+    return templates[key]
+
+
+def varying_words(caption: str, templates: dict[str, Template], key: str) -> str:
     """A caption less its key's template (`caption_templates`): "7" of "The picture shows 7."; "" when the
     template covers it all. ValueError when the caption does not start and end as the template does."""
-    prefix, suffix = template
+    prefix, suffix = template_of(templates, key)
     if not (caption.startswith(prefix) and caption.endswith(suffix)):
         raise ValueError(f"{key}: {caption!r} does not fit its template {prefix!r} ... {suffix!r} (the prefix and "
                          "suffix every training caption of that key shares)")
@@ -179,13 +186,11 @@ def render_record_captions(record: dict, templates: dict[str, Template]) -> Docu
         caption = _caption(record, key)
         if caption is None:
             continue
-        if key not in templates:
-            raise ValueError(f"{key}: no template for it (caption_templates read other files)")
+        prefix, suffix = template_of(templates, key)
         start = text.find(caption, response_start)
         if start < 0:
             raise ValueError(f"{key}: {caption!r} is not in the record's reasoning or answer, "
                              "so it cannot be left unscored")
-        prefix, suffix = templates[key]
         first, last = start + len(prefix), start + len(caption) - len(suffix)
         if first < last:
             spans.append((first, last))
