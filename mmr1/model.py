@@ -98,8 +98,13 @@ class MultimodalModel(nn.Module):
     def project(self, fused: torch.Tensor) -> torch.Tensor:
         """fused [B, P, fusion.width] -> [B, P, d_model], the prefix in the core's input space."""
         if self.config.fusion.vocab_prefix:  # each position a mixture of the core's own token embeddings
-            return self.prefix_proj(fused).softmax(-1) @ self.core.embed_tokens.weight  # [B, P, V] @ [V, d_model]
+            return self._vocabulary(fused) @ self.core.embed_tokens.weight  # [B, P, V] @ [V, d_model]
         return self.prefix_proj(fused)  # [B, P, d_model]
+
+    def _vocabulary(self, fused: torch.Tensor) -> torch.Tensor:
+        """fused [B, P, fusion.width] -> [B, P, V]: with fusion.vocab_prefix, each position's distribution over
+        the core's vocabulary."""
+        return self.prefix_proj(fused).softmax(-1)
 
     def prefix_vocabulary(self, **media) -> tuple[torch.Tensor, torch.Tensor, dict[str, tuple[int, int]]]:
         """With `fusion.vocab_prefix`: the prefix as distributions over the core's vocabulary, without running
@@ -111,7 +116,7 @@ class MultimodalModel(nn.Module):
         if not encoded:
             raise ValueError("media: prefix_vocabulary needs an image or audio input")
         fused = self.fusion(encoded)
-        return self.prefix_proj(fused.tokens).softmax(-1), fused.mask, fused.spans
+        return self._vocabulary(fused.tokens), fused.mask, fused.spans
 
     def _require(self, modality: str, encoder: nn.Module | None, argument: str) -> None:
         if encoder is None:
