@@ -61,6 +61,18 @@ def freeze_parts(model: MultimodalModel, parts: Sequence[str]) -> None:
             module.requires_grad_(False)
 
 
+def hold_frozen_statistics(model: MultimodalModel, parts: Sequence[str]) -> None:
+    """Frozen parts keep their running statistics: their BatchNorm layers (the Conformer's convolution module)
+    normalise with the stored statistics and stop updating them, as timm's frozen BatchNorm does, so a frozen
+    encoder computes the same function after training as before. The rest of the part keeps its mode
+    (SpecAugment and dropout still act in training)."""
+    for part in parts:
+        for module in part_modules(model, part, "freeze"):
+            for layer in module.modules():
+                if isinstance(layer, nn.modules.batchnorm._NormBase) and layer.track_running_stats:
+                    layer.eval()
+
+
 def part_lr_scales(model: MultimodalModel, scales: dict[str, float], frozen: Sequence[str]) -> dict[int, float]:
     """id(parameter) -> lr multiple for the parts named in `scales` (vision, text, audio, fusion, core)."""
     by_id = {}
@@ -225,6 +237,7 @@ class ObjectiveModule(L.LightningModule):
         self._fill_absent_media(batch)
         if self.deterministic_policy:  # set every step: Lightning puts the model back in training mode
             deterministic(self.model)
+        hold_frozen_statistics(self.model, self.hparams.freeze)
 
     def on_validation_batch_start(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._fill_absent_media(batch)

@@ -97,6 +97,21 @@ def test_freezing_leaves_frozen_weights_unchanged():
     assert changed(before, module, "fusion.")
 
 
+@pytest.mark.parametrize("freeze", [["audio"], []])
+def test_a_frozen_encoder_keeps_its_running_statistics(freeze):
+    """requires_grad_(False) alone leaves BatchNorm updating its running statistics in training mode: a frozen
+    audio encoder then computed another function after SFT than before (seen on the digits task)."""
+    torch.manual_seed(0)
+    module = SFTModule(freeze=freeze)
+    norms = [m for m in module.model.audio.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms  # the Conformer's convolution module
+    before = [(m.running_mean.clone(), m.running_var.clone(), int(m.num_batches_tracked)) for m in norms]
+    fit(module, SFTDataModule, steps=2)
+    kept = [torch.equal(m.running_mean, mean) and torch.equal(m.running_var, var) and int(m.num_batches_tracked) == n
+            for m, (mean, var, n) in zip(norms, before)]
+    assert all(kept) if freeze else not any(kept)
+
+
 def test_unknown_freeze_part_is_refused():
     with pytest.raises(ValueError, match="freeze: unknown part 'decoder'"):
         SFTModule(freeze=["decoder"])
