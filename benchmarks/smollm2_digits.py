@@ -9,7 +9,7 @@ would type them (each command is printed):
     mmr1 init --preset tiny --overrides '{"vision": {"stem": "conv"}, "fusion": {"resampler_tokens": 0,
         "vocab_prefix": true}, "text": null}' --core OUT/smollm2 --encoders <contrastive export> --out OUT/init
     mmr1 fit --config configs/digits_prefix_words.yaml ...       the prefix learns each medium's caption word
-    mmr1 fit --config configs/smollm2_digits_sft.yaml ...        cold-start SFT: LoRA on the core, fusion whole
+    mmr1 fit --config configs/smollm2_digits_sft.yaml ...        cold-start SFT: LoRA on the core, fusion frozen
     mmr1 eval --checkpoint <SFT export> --manifest OUT/data/test.jsonl ...
 
 Prints, for the held-out speaker, the measures of `real_digits.py` (exact answers, the pictured and the spoken
