@@ -142,7 +142,8 @@ class ObjectiveModule(L.LightningModule):
         Args:
             preset / overrides: `Config.from_name(preset, **overrides)`, e.g. {"core": {"n_layers": 2}}.
             init_from: a checkpoint folder to start from instead (its config fixes the shapes).
-            freeze: parts that get no gradient: vision, text, audio, fusion, core.
+            freeze: parts that get no gradient and keep their BatchNorm statistics: vision, text, audio,
+                fusion, core.
             lr / weight_decay / betas: AdamW (no decay on norms, biases, embeddings).
             lr_scale: some parts' learning rates as multiples of lr, e.g. {"vision": 0.1} (LLaVA's lower
                 vision-tower lr): the part learns, more slowly than the rest. Parts as in `freeze`.
