@@ -21,6 +21,7 @@ from mmr1.datamodules.collate import media
 from mmr1.datamodules.digits import perceived_digits
 from mmr1.datamodules.manifest import read_manifest
 from mmr1.datamodules.records import RecordProcessor
+from mmr1.encoders.output import masked_mean
 from mmr1.model import media_inputs
 
 MEDIA = ("image", "audio")  # the order of perceived_digits
@@ -48,8 +49,7 @@ def named_digits(model, tokenizer, manifest: Path, limit: int | None = None, bat
         truth = torch.tensor([digits_of(record, manifest) for record in chunk])  # [B, 2]
         for column, medium in enumerate(MEDIA):
             first, end = spans[medium]
-            span = mask[:, first:end, None].to(probs.dtype)  # [B, S, 1]
-            mean = (probs[:, first:end] * span).sum(1) / span.sum(1).clamp(min=1)  # [B, V]
+            mean = masked_mean(probs[:, first:end], mask[:, first:end])  # [B, V]
             right[medium] += int((mean[:, digits].argmax(-1) == truth[:, column]).sum())
     return {"records": len(records), **{f"{medium}_named": right[medium] / len(records) for medium in MEDIA}}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from mmr1.encoders.output import masked_mean
 from mmr1.losses.language import bag_of_tokens_loss, token_bag
 from mmr1.model import media_inputs
 from mmr1.objectives.base import ObjectiveModule
@@ -40,8 +41,7 @@ class PrefixWordsModule(ObjectiveModule):
             if f"{medium}_caption_ids" not in batch:
                 continue
             ids, id_mask = batch[f"{medium}_caption_ids"], batch[f"{medium}_caption_mask"]  # [B, L]
-            span = mask[:, start:end, None].to(probs.dtype)  # [B, S, 1]
-            mean = (probs[:, start:end] * span).sum(1) / span.sum(1).clamp(min=1)  # [B, V]
+            mean = masked_mean(probs[:, start:end], mask[:, start:end])  # [B, V]: the span's averaged distribution
             rows = id_mask.any(1) & mask[:, start:end].any(1)  # [B], a caption and the medium
             if not rows.any():
                 terms[f"{medium}_words"] = probs.sum() * 0.0  # keeps the graph whole (DDP)
