@@ -10,7 +10,8 @@ would type them (each command is printed):
         "vocab_prefix": true}, "text": null}' --core OUT/smollm2 --encoders <contrastive export> --out OUT/init
     mmr1 fit --config configs/digits_prefix_words.yaml ...       the prefix learns each medium's caption word
     mmr1 fit --config configs/smollm2_digits_sft.yaml ...        cold-start SFT: LoRA on the core, fusion frozen
-    mmr1 eval --checkpoint <SFT export> --manifest OUT/data/test.jsonl ...
+    mmr1 fit --config benchmarks/configs/smollm2_digits_grpo.yaml ...   GRPO (LoRA), with --grpo-steps N
+    mmr1 eval --checkpoint <export> --manifest OUT/data/test.jsonl ...
 
 Prints, for the held-out speaker, the measures of `real_digits.py` (exact answers, the pictured and the spoken
 digit the model writes, format, minutes of training). The stages' settings were chosen on the val split (training
@@ -19,6 +20,8 @@ speakers' held-out takes, held-out images), never on the reported speaker's test
     .venv/bin/python benchmarks/smollm2_digits.py --speaker theo [--out runs/smollm2_digits]
         [--encoders E]      a digits_contrastive.yaml export made for the same speaker instead of training one
         [--withhold]        also score with the image, then the audio, withheld (two more evaluations)
+        [--grpo-steps N]    then N steps of GRPO from the SFT export (benchmarks/configs/smollm2_digits_grpo.yaml;
+                            0, the default, skips it)
         [--gguf FILE | --hf FOLDER]     another Llama/Qwen2 chat model instead of the packaged SmolLM2
 """
 
@@ -49,6 +52,7 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=None, help="default: the config's")
     parser.add_argument("--val-every", type=int, default=None, help="validation interval (default: the configs')")
     parser.add_argument("--withhold", action="store_true", help="also score without the image, without the audio")
+    parser.add_argument("--grpo-steps", type=int, default=0, help="GRPO steps after SFT (0 skips GRPO)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--gguf", type=Path, default=None, help="a GGUF file (default: the packaged SmolLM2)")
     source.add_argument("--hf", type=Path, default=None, help="a Hugging Face Llama/Qwen2 folder instead")
@@ -74,16 +78,25 @@ def main() -> None:
     sft, more = fit("configs/smollm2_digits_sft.yaml", out / "sft", tokenized(data, worded), args.sft_steps, worded,
                     args.val_every)
     minutes += more
+    stages = {"cold-start SFT": (sft, minutes)}
+    if args.grpo_steps:
+        grpo, more = fit("benchmarks/configs/smollm2_digits_grpo.yaml", out / "grpo", tokenized(data, sft),
+                         args.grpo_steps, sft, args.val_every)
+        stages["GRPO"] = (grpo, minutes + more)
 
-    s = score(sft, data / "test.jsonl", Path(sft).parent, ("", "image", "audio") if args.withhold else ("",))
+    withheld = ("", "image", "audio") if args.withhold else ("",)
+    scores = {name: score(export, data / "test.jsonl", Path(export).parent, withheld)
+              for name, (export, _) in stages.items()}
     print(f"\nheld-out speaker: {args.speaker} ({args.test} test records, images never trained on); SmolLM2-135M-"
           f"Instruct core, LoRA r16{'' if args.encoders is None else '; encoders from ' + str(args.encoders)}")
     header = ("stage", "accuracy", "image digit", "spoken digit", "acc. no image", "acc. no audio", "format",
               "training minutes")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    cells = [f"{100 * s[k]:.1f}%" if k in s else "—" for k in ("accuracy", "image_digit", "spoken_digit",
-                                                                "accuracy_no_image", "accuracy_no_audio", "format_rate")]
-    print("| " + " | ".join(["cold-start SFT", *cells, f"{minutes:.1f}"]) + " |", flush=True)
+    for name, s in scores.items():
+        cells = [f"{100 * s[k]:.1f}%" if k in s else "—" for k in ("accuracy", "image_digit", "spoken_digit",
+                                                                    "accuracy_no_image", "accuracy_no_audio",
+                                                                    "format_rate")]
+        print("| " + " | ".join([name, *cells, f"{stages[name][1]:.1f}"]) + " |", flush=True)
 
 
 if __name__ == "__main__":

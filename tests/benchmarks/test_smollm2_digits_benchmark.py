@@ -1,5 +1,5 @@
 """benchmarks/smollm2_digits.py runs end to end through the mmr1 commands and the shipped configs (a tiny Hugging
-Face chat model instead of the real one, a few steps per stage, a few records; not a learning figure)."""
+Face chat model instead of the real one, a few steps per stage, one GRPO step, a few records; not a learning figure)."""
 
 import subprocess
 import sys
@@ -16,12 +16,14 @@ def test_smollm2_digits_benchmark_prints_the_table(tmp_path, shared_data, tiny_h
     done = subprocess.run(
         [sys.executable, "benchmarks/smollm2_digits.py", "--speaker", "lucas", "--hf", str(tiny_hf_folder),
          "--out", str(tmp_path), "--fsdd", str(shared_data / "fsdd"), "--train", "64", "--test", "8",
-         "--contrastive-steps", "2", "--prefix-steps", "2", "--sft-steps", "1", "--val-every", "1"],
+         "--contrastive-steps", "2", "--prefix-steps", "2", "--sft-steps", "1", "--grpo-steps", "1",
+         "--val-every", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| cold-start SFT")]
-    assert len(rows) == 1 and rows[0].count("%") == 4 and rows[0].count("—") == 2
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| cold-start SFT", "| GRPO"))]
+    assert len(rows) == 2 and all(row.count("%") == 4 and row.count("—") == 2 for row in rows)
     for command in ("$ mmr1 data digits", "$ mmr1 fit --config configs/digits_contrastive.yaml", "$ mmr1 import --hf",
                     "$ mmr1 init --preset tiny --overrides", "$ mmr1 fit --config configs/digits_prefix_words.yaml",
-                    "$ mmr1 fit --config configs/smollm2_digits_sft.yaml", "$ mmr1 eval"):
+                    "$ mmr1 fit --config configs/smollm2_digits_sft.yaml",
+                    "$ mmr1 fit --config benchmarks/configs/smollm2_digits_grpo.yaml", "$ mmr1 eval"):
         assert command in done.stdout
