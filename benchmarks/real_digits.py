@@ -63,6 +63,13 @@ def score(model: str, manifest: Path, out: Path, withhold: tuple[str, ...] = (""
     return result
 
 
+def table_row(stage: str, scores: dict, minutes: float) -> str:
+    """One markdown row of the figures table: `score`'s measures as percentages, "—" for those not measured."""
+    cells = [f"{100 * scores[k]:.1f}%" if k in scores else "—" for k in (
+        "accuracy", "image_digit", "spoken_digit", "accuracy_no_image", "accuracy_no_audio", "format_rate")]
+    return "| " + " | ".join([stage, *cells, f"{minutes:.1f}"]) + " |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--speaker", default="theo", choices=SPEAKERS, help="the speaker held out for test")
@@ -105,9 +112,7 @@ def main() -> None:
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for stage, (model, minutes) in stages.items():
         s = score(model, data / "test.jsonl", Path(model).parent)
-        cells = [stage] + [f"{100 * s[k]:.1f}%" for k in ("accuracy", "image_digit", "spoken_digit",
-                                                           "accuracy_no_image", "accuracy_no_audio", "format_rate")]
-        print("| " + " | ".join(cells + [f"{minutes:.1f}"]) + " |", flush=True)
+        print(table_row(stage, s, minutes), flush=True)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import json
 from pathlib import Path
 
 from mmr1_commands import ROOT, fit, manifests, run, tokenized
-from real_digits import FSDD, score
+from real_digits import FSDD, score, table_row
 
 from mmr1.datamodules.digits import SPEAKERS
 
@@ -93,10 +93,7 @@ def main() -> None:
               "training minutes")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for name, s in scores.items():
-        cells = [f"{100 * s[k]:.1f}%" if k in s else "—" for k in ("accuracy", "image_digit", "spoken_digit",
-                                                                    "accuracy_no_image", "accuracy_no_audio",
-                                                                    "format_rate")]
-        print("| " + " | ".join([name, *cells, f"{stages[name][1]:.1f}"]) + " |", flush=True)
+        print(table_row(name, s, stages[name][1]), flush=True)
 
 
 if __name__ == "__main__":
