@@ -10,6 +10,12 @@ trained on; every clip of the held-out speaker):
 --affine trains the image encoder on randomly rotated (10°), shifted (10%) and zoomed (0.9–1.1) images
 (`ImageAugment`, as `image_augment` gives any data module).
 
+--folds K selects, never touching the test split: the image encoder is trained K times, each time with one
+K-th of the training images held out (contiguous blocks in `load_digits` order, so other writers' hands) and
+scored on it; it prints each fold's accuracy and their mean (the README's choice of the alignment length):
+
+    .venv/bin/python benchmarks/supervised_perception.py --folds 5 --steps 1500 --affine [--overrides '{"vision": {"depth": 4}}']
+
 The recipe's perception accuracies (README, `benchmarks/real_digits.py`) are read against these figures:
 where the recipe reaches what direct supervision of the same encoder on the same data reaches, the limit
 is the encoder and its training data (four voices, 1,257 training images), not the recipe. It is a
@@ -113,6 +119,32 @@ def supervised_accuracies(speaker: str, steps: int, seed: int, affine: bool = Fa
     return accuracies
 
 
+def image_fold_accuracies(folds: int, steps: int, seed: int, affine: bool = False,
+                          overrides: dict | None = None) -> list[float]:
+    """Accuracy of the image encoder on each of `folds` contiguous blocks of the training images, trained on the
+    rest (fold f uses seed `seed + f`)."""
+    config = Config.from_name("tiny", vision={**DIGITS_OVERRIDES["vision"], **(overrides or {}).get("vision", {})},
+                              fusion=DIGITS_OVERRIDES["fusion"])
+    with tempfile.TemporaryDirectory() as folder:
+        images = [(load_image(Path(folder) / path), digit)
+                  for path, digit in write_images(Path(folder), config.vision.image_size)["train"]]
+    pixels = {True: ImageProcessor(config.vision, train=True, augment=AFFINE if affine else None),
+              False: ImageProcessor(config.vision)}
+
+    def image_batch(items, train: bool):
+        batch = media([{"pixel_values": pixels[train](image), "audio_values": None} for image, _ in items])
+        return (batch["pixel_values"],), torch.tensor([digit for _, digit in items])  # [B, 3, H, W], [B]
+
+    accuracies, n = [], len(images)
+    for fold in range(folds):
+        lo, hi = fold * n // folds, (fold + 1) * n // folds
+        torch.manual_seed(seed + fold)
+        probe = Probe(VisionEncoder(config.vision), config.vision.width)
+        accuracies.append(train_and_score(probe, images[:lo] + images[hi:], images[lo:hi], image_batch, steps,
+                                          seed + fold))
+    return accuracies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--speaker", choices=SPEAKERS, default="theo", help="the held-out (test) speaker")
@@ -124,8 +156,21 @@ def main() -> None:
                         help="which encoders to train and score")
     parser.add_argument("--overrides", type=json.loads, default={},
                         help='JSON config overrides of the encoders, e.g. \'{"audio": {"vtlp": 0.1}}\'')
+    parser.add_argument("--folds", type=int, default=0,
+                        help="K > 1: K-fold selection on the training images instead (image encoder only; no test split)")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
+    if args.folds:
+        if args.folds < 2:
+            raise SystemExit(f"--folds: expected at least 2, got {args.folds}")
+        for seed in args.seeds:
+            start = time.perf_counter()
+            accuracies = image_fold_accuracies(args.folds, args.steps, seed, args.affine, args.overrides)
+            print(json.dumps({"folds": args.folds, "seed": seed, "steps": args.steps, "affine": args.affine,
+                              "overrides": args.overrides, "image_digit_folds": [round(a, 4) for a in accuracies],
+                              "image_digit_mean": round(sum(accuracies) / len(accuracies), 4),
+                              "minutes": round((time.perf_counter() - start) / 60, 1)}), flush=True)
+        return
     for seed in args.seeds:
         start = time.perf_counter()
         accuracies = supervised_accuracies(args.speaker, args.steps, seed, args.affine, args.fsdd, tuple(args.media),

@@ -57,3 +57,13 @@ def test_supervised_perception_benchmark_trains_one_encoder_with_overrides(share
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["overrides"] == {"audio": {"vtlp": 0.1}} and "image_digit" not in result
     assert 0 <= result["spoken_digit"] <= 1
+
+
+def test_supervised_perception_benchmark_selects_on_folds_of_the_training_images():
+    done = subprocess.run([sys.executable, "benchmarks/supervised_perception.py", "--folds", "3", "--steps", "2",
+                           "--seeds", "0", "--affine"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["folds"] == 3 and result["affine"] is True and len(result["image_digit_folds"]) == 3
+    assert abs(result["image_digit_mean"] - sum(result["image_digit_folds"]) / 3) <= 1e-4
+    assert "spoken_digit" not in result
