@@ -82,28 +82,42 @@ def train_and_score(probe: Probe, train: list, test: list, collate, steps: int, 
     return right / len(test)
 
 
+def digits_config(overrides: dict | None) -> Config:
+    """The digits model's config (the tiny preset, DIGITS_OVERRIDES), `overrides` merged into its sections."""
+    merged = {part: {**DIGITS_OVERRIDES.get(part, {}), **(overrides or {}).get(part, {})}
+              for part in {*DIGITS_OVERRIDES, *(overrides or {})}}
+    return Config.from_name("tiny", **merged)
+
+
+def image_collate(config: Config, affine: bool):
+    """collate(items, train) for (PIL image, digit) items -> ((pixel_values [B, 3, H, W],), digits [B]); training
+    batches are augmented with AFFINE when `affine`."""
+    pixels = {True: ImageProcessor(config.vision, train=True, augment=AFFINE if affine else None),
+              False: ImageProcessor(config.vision)}
+
+    def image_batch(items, train: bool):
+        batch = media([{"pixel_values": pixels[train](image), "audio_values": None} for image, _ in items])
+        return (batch["pixel_values"],), torch.tensor([digit for _, digit in items])
+
+    return image_batch
+
+
 def supervised_accuracies(speaker: str, steps: int, seed: int, affine: bool = False, fsdd: Path = FSDD,
                           encoders: tuple[str, ...] = ("image", "audio"), overrides: dict | None = None) -> dict[str, float]:
     """{"image_digit": test-image accuracy, "spoken_digit": held-out-speaker accuracy} of one seed, for the
     `encoders` asked ("image", "audio"); `overrides` ({"audio": {...}}) change the encoders' configs beyond the digits model's."""
-    merged = {part: {**DIGITS_OVERRIDES.get(part, {}), **(overrides or {}).get(part, {})}
-              for part in {*DIGITS_OVERRIDES, *(overrides or {})}}
-    config = Config.from_name("tiny", **merged)
+    config = digits_config(overrides)
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as folder:
         images = write_images(Path(folder), config.vision.image_size)
         image_train = [(load_image(Path(folder) / path), digit) for path, digit in images["train"]]
         image_test = [(load_image(Path(folder) / path), digit) for path, digit in images["test"]]
-    pixels = {True: ImageProcessor(config.vision, train=True, augment=AFFINE if affine else None),
-              False: ImageProcessor(config.vision)}
     clips = split_clips(fsdd, speaker)
     load_audio = AudioProcessor(config.audio)
     audio_train = [(load_audio(path)[0], digit) for path, digit in clips["train"]]
     audio_test = [(load_audio(path)[0], digit) for path, digit in clips["test"]]
 
-    def image_batch(items, train: bool):
-        batch = media([{"pixel_values": pixels[train](image), "audio_values": None} for image, _ in items])
-        return (batch["pixel_values"],), torch.tensor([digit for _, digit in items])  # [B, 3, H, W], [B]
+    image_batch = image_collate(config, affine)
 
     def audio_batch(items, train: bool):
         batch = media([{"pixel_values": None, "audio_values": wave} for wave, _ in items])
@@ -123,18 +137,11 @@ def image_fold_accuracies(folds: int, steps: int, seed: int, affine: bool = Fals
                           overrides: dict | None = None) -> list[float]:
     """Accuracy of the image encoder on each of `folds` contiguous blocks of the training images, trained on the
     rest (fold f uses seed `seed + f`)."""
-    config = Config.from_name("tiny", vision={**DIGITS_OVERRIDES["vision"], **(overrides or {}).get("vision", {})},
-                              fusion=DIGITS_OVERRIDES["fusion"])
+    config = digits_config(overrides)
     with tempfile.TemporaryDirectory() as folder:
         images = [(load_image(Path(folder) / path), digit)
                   for path, digit in write_images(Path(folder), config.vision.image_size)["train"]]
-    pixels = {True: ImageProcessor(config.vision, train=True, augment=AFFINE if affine else None),
-              False: ImageProcessor(config.vision)}
-
-    def image_batch(items, train: bool):
-        batch = media([{"pixel_values": pixels[train](image), "audio_values": None} for image, _ in items])
-        return (batch["pixel_values"],), torch.tensor([digit for _, digit in items])  # [B, 3, H, W], [B]
-
+    image_batch = image_collate(config, affine)
     accuracies, n = [], len(images)
     for fold in range(folds):
         lo, hi = fold * n // folds, (fold + 1) * n // folds
@@ -157,12 +164,13 @@ def main() -> None:
     parser.add_argument("--overrides", type=json.loads, default={},
                         help='JSON config overrides of the encoders, e.g. \'{"audio": {"vtlp": 0.1}}\'')
     parser.add_argument("--folds", type=int, default=0,
-                        help="K > 1: K-fold selection on the training images instead (image encoder only; no test split)")
+                        help="K > 1: K-fold selection on the training images instead (the image encoder only; no speaker, "
+                        "no test split)")
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     if args.folds:
-        if args.folds < 2:
-            raise SystemExit(f"--folds: expected at least 2, got {args.folds}")
+        if args.folds < 2 or "image" not in args.media:
+            raise SystemExit(f"--folds: expected at least 2 folds and --media image, got {args.folds}, {args.media}")
         for seed in args.seeds:
             start = time.perf_counter()
             accuracies = image_fold_accuracies(args.folds, args.steps, seed, args.affine, args.overrides)
