@@ -89,6 +89,13 @@ def digits_config(overrides: dict | None) -> Config:
     return Config.from_name("tiny", **merged)
 
 
+def digit_images(config: Config) -> dict[str, list]:
+    """split -> [(PIL image, digit)] of `mmr1 data digits`'s image splits, at the config's image size."""
+    with tempfile.TemporaryDirectory() as folder:
+        return {split: [(load_image(Path(folder) / path), digit) for path, digit in rows]
+                for split, rows in write_images(Path(folder), config.vision.image_size).items()}
+
+
 def image_collate(config: Config, affine: bool):
     """collate(items, train) for (PIL image, digit) items -> ((pixel_values [B, 3, H, W],), digits [B]); training
     batches are augmented with AFFINE when `affine`."""
@@ -108,10 +115,8 @@ def supervised_accuracies(speaker: str, steps: int, seed: int, affine: bool = Fa
     `encoders` asked ("image", "audio"); `overrides` ({"audio": {...}}) change the encoders' configs beyond the digits model's."""
     config = digits_config(overrides)
     torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as folder:
-        images = write_images(Path(folder), config.vision.image_size)
-        image_train = [(load_image(Path(folder) / path), digit) for path, digit in images["train"]]
-        image_test = [(load_image(Path(folder) / path), digit) for path, digit in images["test"]]
+    images = digit_images(config)
+    image_train, image_test = images["train"], images["test"]
     clips = split_clips(fsdd, speaker)
     load_audio = AudioProcessor(config.audio)
     audio_train = [(load_audio(path)[0], digit) for path, digit in clips["train"]]
@@ -138,9 +143,7 @@ def image_fold_accuracies(folds: int, steps: int, seed: int, affine: bool = Fals
     """Accuracy of the image encoder on each of `folds` contiguous blocks of the training images, trained on the
     rest (fold f uses seed `seed + f`)."""
     config = digits_config(overrides)
-    with tempfile.TemporaryDirectory() as folder:
-        images = [(load_image(Path(folder) / path), digit)
-                  for path, digit in write_images(Path(folder), config.vision.image_size)["train"]]
+    images = digit_images(config)["train"]
     image_batch = image_collate(config, affine)
     accuracies, n = [], len(images)
     for fold in range(folds):
