@@ -1,4 +1,4 @@
-"""Audio encoder: waveform → log-mel (VTLP in training) → SpecAugment (training) → conv subsampling ×4 →
+"""Audio encoder: waveform → log-mel (VTLP in training; optionally cepstrally smoothed) → SpecAugment (training) → conv subsampling ×4 →
 torchaudio Conformer."""
 
 from __future__ import annotations
@@ -97,6 +97,9 @@ class AudioEncoder(nn.Module):
         if cfg.time_mask > 0:
             masks.append(torchaudio.transforms.TimeMasking(cfg.time_mask, iid_masks=True))
         self.spec_augment = nn.Sequential(*masks)
+        if cfg.cepstra:  # [n_mels, n_mels] projection onto the first `cepstra` orthonormal DCT-II bases
+            dct = torchaudio.functional.create_dct(cfg.cepstra, cfg.n_mels, norm="ortho")  # [n_mels, cepstra]
+            self.register_buffer("lifter", dct @ dct.T, persistent=False)
         self.subsample = Conv2dSubsampling(cfg.n_mels, cfg.width)
         self.conformer = torchaudio.models.Conformer(
             input_dim=cfg.width, num_heads=cfg.n_heads, ffn_dim=cfg.ffn_dim, num_layers=cfg.depth,
@@ -110,7 +113,7 @@ class AudioEncoder(nn.Module):
     def log_mel(
         self, waveform: torch.Tensor, lengths: torch.Tensor, sample_rate: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features [B, T, n_mels]: resampled log-mel, normalised per utterance (or per mel band with
+        """Features [B, T, n_mels]: resampled log-mel (liftered to cfg.cepstra DCT coefficients if set), normalised per utterance (or per mel band with
         cfg.normalize="mel": cepstral mean and variance normalisation, which removes a fixed channel or
         speaker spectral tilt), 0 past each clip; frame lengths [B]."""
         cfg = self.cfg
@@ -127,6 +130,8 @@ class AudioEncoder(nn.Module):
         else:
             power = self.mel(waveform)  # [B, n_mels, T]
         features = torch.log(power + 1e-6).transpose(1, 2)  # [B, T, n_mels]
+        if cfg.cepstra:
+            features = features @ self.lifter  # [B, T, n_mels]: the envelope of each frame, harmonics smoothed
         frame_lengths = self.frame_lengths(lengths)
         mask = torch.arange(features.shape[1], device=features.device) < frame_lengths[:, None]  # [B, T]
         weights = mask[..., None].float()  # [B, T, 1]

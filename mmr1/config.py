@@ -109,6 +109,9 @@ class AudioConfig:
     vtlp: float = 0.0  # vocal tract length perturbation: frequencies warped by a factor in [1 - vtlp, 1 + vtlp], training only
     max_seconds: float = 30.0  # longest clip accepted
     normalize: str = "utterance"  # log-mel: one mean/std per clip; "mel": per mel band over time (CMVN)
+    cepstra: int = 0  # >0: each frame's log-mel keeps only its first `cepstra` DCT coefficients (projected back
+    # onto the n_mels bands: liftering, as MFCCs keep 13), the spectral envelope without the pitch harmonics;
+    # 0 keeps the log-mel as it is
 
     def __post_init__(self) -> None:
         _divisible(self.width, self.n_heads, "audio.width", "audio.n_heads")
@@ -116,6 +119,8 @@ class AudioConfig:
                  f"must be 'utterance' or 'mel', got {self.normalize!r}")
         _require(self.conv_kernel % 2 == 1, "audio.conv_kernel", f"must be odd, got {self.conv_kernel}")
         _require(0.0 <= self.vtlp < 0.5, "audio.vtlp", f"must be in [0, 0.5), got {self.vtlp}")
+        _require(0 <= self.cepstra <= self.n_mels, "audio.cepstra",
+                 f"must be in [0, n_mels={self.n_mels}], got {self.cepstra}")
 
 
 @dataclass

@@ -248,3 +248,29 @@ def test_per_band_normalisation_removes_a_fixed_spectral_tilt(speech):
     assert change["mel"] < 0.5 * change["utterance"], change
     with pytest.raises(ValueError, match="audio.normalize"):
         AudioConfig(normalize="cmvn")
+
+
+def test_cepstral_smoothing_keeps_the_first_dct_coefficients_of_each_frame(speech):
+    """audio.cepstra=K: each frame's log-mel loses every DCT coefficient past the K-th and keeps the first K
+    (up to the per-clip scale of the normalisation); K = n_mels changes nothing."""
+    waveform, lengths = pad_batch(speech)
+    plain = AudioEncoder(CFG).eval()
+    features, frames = plain.log_mel(waveform, lengths, 8000)  # [B, T, n_mels]
+    dct = torchaudio.functional.create_dct(CFG.n_mels, CFG.n_mels, norm="ortho")  # [n_mels, n_mels] orthonormal
+
+    every = AudioEncoder(AudioConfig(**{**vars(CFG), "cepstra": CFG.n_mels})).eval()
+    torch.testing.assert_close(every.log_mel(waveform, lengths, 8000)[0], features, atol=1e-4, rtol=0)
+
+    smooth, smooth_frames = AudioEncoder(AudioConfig(**{**vars(CFG), "cepstra": 13})).eval().log_mel(
+        waveform, lengths, 8000)
+    assert torch.equal(smooth_frames, frames)
+    cepstra, plain_cepstra = smooth @ dct, features @ dct  # [B, T, n_mels] DCT coefficients of each frame
+    assert cepstra[..., 13:].abs().max() < 1e-4
+    assert plain_cepstra[..., 13:].abs().max() > 0.1  # there was fine structure to remove
+    for clip, kept, reference in zip(range(len(speech)), cepstra[..., :13], plain_cepstra[..., :13]):
+        valid = slice(0, int(frames[clip]))
+        ratio = kept[valid] / reference[valid]  # one positive scale per clip (the normalisation's std)
+        big = reference[valid].abs() > 0.1
+        torch.testing.assert_close(ratio[big], ratio[big].median().expand(int(big.sum())), atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="audio.cepstra"):
+        AudioConfig(cepstra=41)
