@@ -1,5 +1,5 @@
-"""Audio encoder: waveform → log-mel (VTLP in training; optionally cepstrally smoothed) → SpecAugment (training) → conv subsampling ×4 →
-torchaudio Conformer."""
+"""Audio encoder: waveform → log-mel (VTLP in training; optionally cepstrally smoothed) → SpecAugment
+(training) → conv subsampling ×4 → torchaudio Conformer."""
 
 from __future__ import annotations
 
@@ -113,9 +113,10 @@ class AudioEncoder(nn.Module):
     def log_mel(
         self, waveform: torch.Tensor, lengths: torch.Tensor, sample_rate: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features [B, T, n_mels]: resampled log-mel (liftered to cfg.cepstra DCT coefficients if set), normalised per utterance (or per mel band with
-        cfg.normalize="mel": cepstral mean and variance normalisation, which removes a fixed channel or
-        speaker spectral tilt), 0 past each clip; frame lengths [B]."""
+        """Features [B, T, n_mels]: resampled log-mel (liftered to its first cfg.cepstra DCT coefficients if
+        set), normalised per utterance (or per mel band with cfg.normalize="mel": cepstral mean and variance
+        normalisation, which removes a fixed channel or speaker spectral tilt), 0 past each clip; frame
+        lengths [B]."""
         cfg = self.cfg
         sample_rate = cfg.sample_rate if sample_rate is None else sample_rate
         self._check_waveform(waveform, lengths, sample_rate)
