@@ -13,8 +13,8 @@ with `configs/digits_contrastive.yaml`, and probe the aligned encoders on what t
 4. `alignment_probe.py`'s nearest class mean: the unseen images (fit on the images that were trained on) and the
    selection speaker's voice (fit on the training voices).
 
-It prints one JSON line whose `unseen_images_probe` and `selection_voice_probe` are the two accuracies (chance 10%). The README's choice of the
-1,600-step alignment is this script with --steps 800|1600 and --seed 0|1.
+It prints one JSON line whose `unseen_images_probe` and `selection_voice_probe` are the two accuracies
+(chance 10%). The README's choice of the 1,600-step alignment is this script with --steps 800|1600 and --seed 0|1.
 """
 
 from __future__ import annotations

@@ -267,7 +267,7 @@ def test_cepstral_smoothing_keeps_the_first_dct_coefficients_of_each_frame(speec
     cepstra, plain_cepstra = smooth @ dct, features @ dct  # [B, T, n_mels] DCT coefficients of each frame
     assert cepstra[..., 13:].abs().max() < 1e-4
     assert plain_cepstra[..., 13:].abs().max() > 0.1  # there was fine structure to remove
-    for clip, kept, reference in zip(range(len(speech)), cepstra[..., :13], plain_cepstra[..., :13]):
+    for clip, (kept, reference) in enumerate(zip(cepstra[..., :13], plain_cepstra[..., :13])):
         valid = slice(0, int(frames[clip]))
         ratio = kept[valid] / reference[valid]  # one positive scale per clip (the normalisation's std)
         big = reference[valid].abs() > 0.1
