@@ -25,14 +25,13 @@ import os
 from pathlib import Path
 
 from alignment_probe import nearest_mean_accuracy
-from mmr1_commands import ROOT, fit, manifests, run
+from mmr1_commands import FSDD, ROOT, fit, manifests, run
 
 from mmr1.checkpoint import load_model
 from mmr1.datamodules.digits import SPEAKERS
 from mmr1.datamodules.manifest import read_manifest
 from mmr1.datamodules.records import RecordProcessor
 
-FSDD = ROOT.parent / "shared" / "data" / "fsdd"
 MEDIA = ("image", "audio")
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+FSDD = ROOT.parent / "shared" / "data" / "fsdd"  # the Free Spoken Digit Dataset beside the repository
 
 
 def run(args: list[str]) -> str:

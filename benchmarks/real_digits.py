@@ -27,11 +27,9 @@ import json
 from pathlib import Path
 
 from alignment_probe import probe
-from mmr1_commands import ROOT, fit, manifests, run
+from mmr1_commands import FSDD, ROOT, fit, manifests, run
 
 from mmr1.datamodules.digits import SPEAKERS, perceived_digits
-
-FSDD = ROOT.parent / "shared" / "data" / "fsdd"
 
 
 def texts(data: Path, tokenizer: str) -> list[str]:

@@ -31,8 +31,8 @@ import argparse
 import json
 from pathlib import Path
 
-from mmr1_commands import ROOT, fit, manifests, run, tokenized
-from real_digits import FSDD, score, table_row
+from mmr1_commands import FSDD, ROOT, fit, manifests, run, tokenized
+from real_digits import score, table_row
 
 from mmr1.datamodules.digits import SPEAKERS
 

@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mmr1_commands import FSDD
+
 from mmr1.config import Config
 from mmr1.datamodules.collate import media
 from mmr1.datamodules.digits import SPEAKERS, split_clips, write_images
@@ -41,8 +43,6 @@ from mmr1.datamodules.processors import AudioProcessor, ImageAugment, ImageProce
 from mmr1.encoders.audio import AudioEncoder
 from mmr1.encoders.vision import VisionEncoder
 
-ROOT = Path(__file__).resolve().parents[1]
-FSDD = ROOT.parent / "shared" / "data" / "fsdd"
 DIGITS_OVERRIDES = {"vision": {"stem": "conv"}, "fusion": {"resampler_tokens": 0}}  # digits_contrastive.yaml's
 AFFINE = ImageAugment(rotate=10, translate=0.1, scale=(0.9, 1.1))
 
