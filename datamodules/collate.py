@@ -17,7 +17,9 @@ paired      the media and caption text only (caption, else text, else reasoning)
             that medium): {m}_negative_ids / {m}_negative_mask [N, L] and {m}_negative_rows [N] (the batch
             row each belongs to); and {m}_caption_ids / {m}_caption_mask [B, L]: each medium's own caption
             in the core's vocabulary (only its varying words with `caption_templates`; an empty row where a
-            record has none)
+            record has none); a record's `regions` (boxes with the text naming what is in each):
+            region_boxes [R, 4] in the encoder's input pixels, region_rows [R], region_text_index [R] into
+            the batch's distinct region texts region_text_ids / region_text_mask [U, L]
 masked      text_ids with BERT-style masking and text_labels [B, L] (-100 = not masked)
 """
 
@@ -31,6 +33,7 @@ import torch
 from mmr1.config import Config
 from mmr1.datamodules.prompt import format_prompt, format_response
 from mmr1.datamodules.records import CAPTION_KEYS, OBJECTIVES, medium_text, paired_text
+from mmr1.datamodules.regions import region_texts
 from mmr1.datamodules.text import Template, varying_words
 from mmr1.datamodules.tokenizer import Tokenizer
 
@@ -89,6 +92,7 @@ class Collator:
                 batch["text_keys"] = text_keys([paired_text(e) for e in examples])  # [B]
             batch.update(self._medium_texts(examples))
             batch.update(self._negatives(examples))
+            batch.update(self._regions(examples))
         if self.objective == "sft":
             batch.update(self._padded([row["sequence"] for row in rows]))
             if any(e.get("label") is not None for e in examples):
@@ -174,6 +178,19 @@ class Collator:
                 batch.update({f"{medium}_negative_ids": ids, f"{medium}_negative_mask": mask,
                               f"{medium}_negative_rows": torch.tensor(rows)})
         return batch
+
+    def _regions(self, examples: list[dict]) -> dict:
+        """region_boxes [R, 4] (encoder-input pixels), region_rows [R], region_text_index [R] and the distinct
+        region texts region_text_ids / region_text_mask [U, L], when some example has `regions`."""
+        found = region_texts(examples)
+        if found is None:
+            return {}
+        texts, boxes, rows, index = found
+        first = [int(rows[index == u][0]) for u in range(len(texts))]  # the row each text first appears in
+        ids = [self._text_ids(examples[row], text, "a region's text") for row, text in zip(first, texts)]
+        text_ids, text_mask = pad(ids, self.text_tokenizer.pad_id)  # [U, L]
+        return {"region_boxes": boxes, "region_rows": rows, "region_text_index": index,
+                "region_text_ids": text_ids, "region_text_mask": text_mask}
 
     def _encoder_text(self, example: dict) -> Optional[str]:
         if self.objective == "paired":  # what describes the media; a QA record's reasoning says what it perceives

@@ -11,9 +11,11 @@ import soundfile
 import torch
 import torchaudio.functional
 from PIL import Image, ImageOps
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from mmr1.config import AudioConfig, VisionConfig
+from mmr1.datamodules.regions import check_inside
 
 ImageSource = Union[str, Path, Image.Image, torch.Tensor]
 AudioSource = Union[str, Path, np.ndarray, torch.Tensor]
@@ -61,16 +63,24 @@ class ImageProcessor:
         steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(cfg.mean), list(cfg.std))]
         self.transform = v2.Compose(steps)
 
-    def __call__(self, source: ImageSource) -> torch.Tensor:
+    def __call__(self, source: ImageSource, boxes: Optional[torch.Tensor] = None):
+        """pixels [3, S, S]; with boxes [R, 4] (x0, y0, x1, y1 in the source's pixels), (pixels, boxes [R, 4])
+        moved by the same resize, crop, flip and affine (torchvision's BoundingBoxes), clamped to the image."""
         if not isinstance(source, (str, Path, Image.Image, torch.Tensor)):
             raise ValueError(f"expected a path, a PIL image or a [3, H, W] tensor, got {type(source).__name__}")
         pixels = _to_tensor(load_image(source) if isinstance(source, (str, Path)) else source)  # [3, H, W]
         if pixels.shape[-1] == 0 or pixels.shape[-2] == 0:
             raise ValueError(f"empty image ({pixels.shape[-1]}x{pixels.shape[-2]} pixels)")
-        pixels = self.transform(pixels)
+        if boxes is not None:
+            check_inside(boxes, pixels.shape[-1], pixels.shape[-2])
+            boxes = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=tuple(pixels.shape[-2:]))
+            pixels, boxes = self.transform(pixels, boxes)
+            boxes = v2.functional.clamp_bounding_boxes(boxes).as_subclass(torch.Tensor)  # [R, 4]
+        else:
+            pixels = self.transform(pixels)
         if not torch.isfinite(pixels).all():
             raise ValueError("pixels hold NaN or Inf")
-        return pixels
+        return pixels if boxes is None else (pixels, boxes)
 
 
 def load_image(path: str | Path) -> Image.Image:

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
 from mmr1.config import Config
 from mmr1.datamodules.processors import AudioAugment, AudioProcessor, ImageAugment, ImageProcessor
+from mmr1.datamodules.regions import check_regions
 
 OBJECTIVES = ("sft", "rl", "paired", "masked", "preference")
 CAPTION_KEYS = ("image_caption", "audio_caption")  # what one medium alone shows (contrastive: that medium's text)
@@ -23,7 +25,8 @@ TEXT_FIELDS = ("id", "image", "audio", "text", "question", "answer", "reasoning"
                "rejected") + CAPTION_KEYS
 STRING_KEYS = ("id", "text", "question", "answer", "reasoning", "caption", "chosen", "rejected") + CAPTION_KEYS
 NEGATIVE_KEYS = ("image_negatives", "audio_negatives")  # captions wrong about that medium only (contrastive)
-FIELDS = TEXT_FIELDS + NEGATIVE_KEYS + ("choices", "label", "difficulty", "sample_rate")  # all a record may have
+# all a record may have; regions: boxes of the image with the text naming each (datamodules/regions.py)
+FIELDS = TEXT_FIELDS + NEGATIVE_KEYS + ("regions", "choices", "label", "difficulty", "sample_rate")
 REQUIRED = {  # objective -> fields every record must have
     "sft": ("question", "answer"),
     "rl": ("question", "answer"),
@@ -53,6 +56,7 @@ def check_record(record: object, objective: Optional[str], root: Optional[Path] 
         raise ValueError("choices: expected a list of strings")
     for key in NEGATIVE_KEYS:
         check_negatives(key, record.get(key), paired_text(record))
+    check_regions(record.get("regions"), record.get("image") is not None)
     for key in ("question", "text", "caption") + CAPTION_KEYS:
         if key in record and record[key] is not None and not record[key].strip():
             raise ValueError(f"{key}: empty")
@@ -138,8 +142,15 @@ class RecordProcessor:
             example[key] = record.get(key)
         example["pixel_values"] = example["audio_values"] = None
         image, audio = record.get("image"), record.get("audio")
+        example["regions"] = None
         if image is not None and self.image is not None:
-            example["pixel_values"] = _decode("image", self.image, _resolve(image, root))
+            regions = record.get("regions")
+            if regions is None:
+                example["pixel_values"] = _decode("image", self.image, _resolve(image, root))
+            else:  # the boxes follow the image through resize and augmentation: (boxes [R, 4], texts)
+                boxes = torch.tensor([r["box"] for r in regions], dtype=torch.float32).reshape(-1, 4)
+                example["pixel_values"], moved = _decode("image", self.image, _resolve(image, root), boxes)
+                example["regions"] = (moved, [r["text"] for r in regions])
         if audio is not None and self.audio is not None:
             args = (audio, record["sample_rate"]) if isinstance(audio, np.ndarray) else (_resolve(audio, root),)
             example["audio_values"], _ = _decode("audio", self.audio, *args)

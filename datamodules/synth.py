@@ -102,6 +102,13 @@ class Spec:
         return negatives
 
     @property
+    def regions(self) -> list[dict]:
+        """Each shape's box (x0, y0, x1, y1; x1, y1 exclusive) and its name, "a red circle": what
+        `ContrastiveModule(regions=w)` aligns the patch tokens under the shape with."""
+        return [{"box": [s.x, s.y, s.x + s.size, s.y + s.size], "text": f"a {s.colour} {s.kind}"}
+                for s in self.shapes]
+
+    @property
     def wrong_reasoning(self) -> str:
         """The careless reasoning of the rejected response in a preference pair."""
         return f"I guess. The answer is {self.wrong_answer}."
@@ -140,6 +147,7 @@ class Synth:
             "id": spec.id, "question": spec.question, "reasoning": spec.reasoning, "answer": spec.answer,
             "caption": spec.caption, "image_caption": spec.image_caption, "audio_caption": spec.audio_caption,
             "difficulty": spec.difficulty, "image_negatives": spec.image_negatives or None,
+            "regions": spec.regions or None,
             "chosen": format_response(spec.reasoning, spec.answer),
             "rejected": format_response(spec.wrong_reasoning, spec.wrong_answer),
             "image": render_image(spec.shapes, self.image_size) if spec.shapes else None,

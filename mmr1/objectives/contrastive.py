@@ -13,7 +13,8 @@ from torch import nn
 
 from mmr1.model import media_inputs
 from mmr1.objectives.base import ObjectiveModule, batch_size
-from mmr1.losses.contrastive import clip_loss, recall_at_1
+from mmr1.datamodules.regions import patch_regions
+from mmr1.losses.contrastive import MAX_LOGIT_SCALE, clip_loss, recall_at_1
 from mmr1.losses.language import bag_of_tokens_loss, token_bag
 
 
@@ -54,7 +55,7 @@ class ContrastiveModule(ObjectiveModule):
     def __init__(self, *args, embed_dim: int = 64, init_temperature: float = 0.07,
                  pairs: Optional[Sequence[str]] = None, center: bool = False, hard_negatives: bool = False,
                  caption_words: float = 0.0, same_text_positives: bool = False, medium_captions: bool = False,
-                 **kwargs):
+                 regions: float = 0.0, **kwargs):
         """
         Args:
             embed_dim: width of the shared space.
@@ -76,6 +77,12 @@ class ContrastiveModule(ObjectiveModule):
             medium_captions: a medium whose records carry its own caption (`image_caption` / `audio_caption`:
                 what that medium alone shows) is paired with it instead of the record's caption (or text, or
                 reasoning). Off, every medium is paired with the record's text.
+            regions: weight of a dense region–text loss (RegionCLIP's region–word alignment, at the patch
+                level): each patch token one of the record's `regions` covers (`patch_regions`) is projected
+                as the pooled image state is and must pick that region's text ("a red circle") among the
+                batch's distinct region texts, at the image–text pair's temperature. The pooled alignment
+                lets tokens of a scene leave out what only one shape shows; this asks every token for it
+                (README: "The R1 recipe"). Needs the image_text pair.
         Both sharpen the alignment stage's own figures on the built-in and the digits task, yet SFT from it
         scored lower on selection records (README), so both are off by default.
         """
@@ -96,6 +103,9 @@ class ContrastiveModule(ObjectiveModule):
                              "wrong, and medium_captions pairs each medium with another text; use one of the two")
         if caption_words < 0:
             raise ValueError(f"caption_words: expected a weight >= 0, got {caption_words}")
+        if regions < 0 or (regions and "image_text" not in chosen):
+            raise ValueError(f"regions: expected a weight >= 0, and the image_text pair beside a positive one; "
+                             f"got {regions} with pairs {chosen}")
         worded = [key.split("_")[0] for key in chosen if key.endswith("_text")] if caption_words else []
         self.word_heads = nn.ModuleDict({m: nn.Linear(widths[m], self.model.text_encoder.vocab_size)
                                          for m in worded})
@@ -170,7 +180,35 @@ class ContrastiveModule(ObjectiveModule):
         words = self.caption_word_losses(batch, encoded)
         if words:
             total = total + self.hparams.caption_words * sum(words.values()) / len(words)
-        return {"loss": total, **{key: losses[key] for key in counted}, **words}
+        regions = self.region_terms(batch, encoded)
+        if "region_text" in regions:
+            total = total + self.hparams.regions * regions["region_text"]
+        return {"loss": total, **{key: losses[key] for key in counted}, **words, **regions}
+
+    def region_terms(self, batch: dict, encoded: dict) -> dict[str, torch.Tensor]:
+        """{"region_text": cross-entropy, "region_accuracy": share right} over the patch tokens a region owns:
+        each projected token's cosine logits [T, U] against the batch's distinct region texts; {} with a
+        zero weight or no image in the batch; ValueError when the batch's images carry no regions."""
+        if not self.hparams.regions or "image" not in encoded or not encoded["image"].present.any():
+            return {}
+        if "region_boxes" not in batch:
+            raise ValueError("regions: ContrastiveModule(regions=...) aligns image regions with their texts, and "
+                             "no record of this batch with an image has `regions`")
+        vision = self.model.vision
+        n_patches = vision.grid[0] * vision.grid[1]
+        owner = patch_regions(batch["region_boxes"], batch["region_rows"], batch_size(batch), vision.grid,
+                              vision.patch_size)  # [B, P]: the region each patch token belongs to, or -1
+        owned = owner >= 0
+        tokens = encoded["image"].tokens[:, -n_patches:][owned]  # [T, W]
+        texts = self.model.text_encoder(batch["region_text_ids"], batch["region_text_mask"]).pooled  # [U, W]
+        a = F.normalize(self.projections["image"](tokens), dim=-1)  # [T, E]
+        b = F.normalize(self.projections["text"](texts), dim=-1)  # [U, E]
+        logits = a @ b.T * self.logit_scales["image_text"].clamp(max=MAX_LOGIT_SCALE).exp()  # [T, U]
+        targets = batch["region_text_index"][owner[owned]]  # [T]
+        if not len(targets):  # no patch is one region's alone: 0, with every parameter kept in the graph (DDP)
+            return {"region_text": logits.sum() * 0.0}
+        return {"region_text": F.cross_entropy(logits, targets),
+                "region_accuracy": logits.argmax(-1).eq(targets).float().mean()}
 
     def caption_word_losses(self, batch: dict, encoded: dict) -> dict[str, torch.Tensor]:
         """{"image_words": loss} for each medium with a word head: over the rows holding the medium and a
@@ -199,7 +237,8 @@ class ContrastiveModule(ObjectiveModule):
         terms = {key: clip_loss(pair.a, pair.b, self.logit_scales[key], valid=pair.rows,
                                 b_negatives=pair.negatives, negative_rows=pair.negative_rows, b_keys=pair.b_keys)
                  for key, pair in pairs.items()}
-        metrics = {"loss": sum(terms.values()) / len(terms), **terms, **self.caption_word_losses(batch, encoded)}
+        metrics = {"loss": sum(terms.values()) / len(terms), **terms, **self.caption_word_losses(batch, encoded),
+                   **self.region_terms(batch, encoded)}
         for key, pair in pairs.items():
             first, second = key.split("_")
             keys = pair.b_keys[pair.rows] if pair.b_keys is not None else None
