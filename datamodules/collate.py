@@ -19,7 +19,8 @@ paired      the media and caption text only (caption, else text, else reasoning)
             in the core's vocabulary (only its varying words with `caption_templates`; an empty row where a
             record has none); a record's `regions` (boxes with the text naming what is in each):
             region_boxes [R, 4] in the encoder's input pixels, region_rows [R], region_text_index [R] into
-            the batch's distinct region texts region_text_ids / region_text_mask [U, L]
+            the batch's distinct region texts region_text_ids / region_text_mask [U, L], and region_images
+            [B] (the rows whose records carry regions, an empty list included)
 masked      text_ids with BERT-style masking and text_labels [B, L] (-100 = not masked)
 """
 
@@ -180,16 +181,18 @@ class Collator:
         return batch
 
     def _regions(self, examples: list[dict]) -> dict:
-        """region_boxes [R, 4] (encoder-input pixels), region_rows [R], region_text_index [R] and the distinct
-        region texts region_text_ids / region_text_mask [U, L], when some example has `regions`."""
+        """region_boxes [R, 4] (encoder-input pixels), region_rows [R], region_text_index [R], region_images [B]
+        (the rows whose records carry `regions`) and the distinct region texts region_text_ids /
+        region_text_mask [U, L], when some example has `regions`."""
         found = region_texts(examples)
         if found is None:
             return {}
-        texts, boxes, rows, index = found
+        texts, boxes, rows, index, labelled = found
         first = [int(rows[index == u][0]) for u in range(len(texts))]  # the row each text first appears in
         ids = [self._text_ids(examples[row], text, "a region's text") for row, text in zip(first, texts)]
-        text_ids, text_mask = pad(ids, self.text_tokenizer.pad_id)  # [U, L]
-        return {"region_boxes": boxes, "region_rows": rows, "region_text_index": index,
+        text_ids, text_mask = pad(ids, self.text_tokenizer.pad_id) if ids else \
+            (torch.zeros(0, 1, dtype=torch.long), torch.zeros(0, 1, dtype=torch.bool))  # [U, L]
+        return {"region_boxes": boxes, "region_rows": rows, "region_text_index": index, "region_images": labelled,
                 "region_text_ids": text_ids, "region_text_mask": text_mask}
 
     def _encoder_text(self, example: dict) -> Optional[str]:

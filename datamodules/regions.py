@@ -2,8 +2,9 @@
 Genome's region descriptions or Kosmos-2's grounded phrases).
 
 A record may carry `regions`: [{"box": [x0, y0, x1, y1], "text": "a red circle"}, ...], the box in the image's
-own pixels (x1, y1 exclusive). `ContrastiveModule(regions=w)` aligns each patch token that one region covers
-with that region's text (README: "The R1 recipe"); `patch_regions` is the one rule for which patch that is.
+own pixels (x1, y1 exclusive). `ContrastiveModule(regions=w)` aligns the patch token at each region's centre
+with that region's text, and every other token of the image with "no region" (README: "The R1 recipe");
+`patch_regions` is the one rule for which token stands for which region.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Optional
 
 import torch
 
-MIN_COVER = 0.375  # share of a patch's area one box must cover for the patch to be that region's (24 of 8×8)
 
 
 def check_regions(regions: object, has_image: bool) -> None:
@@ -46,34 +46,38 @@ def check_inside(boxes: torch.Tensor, width: int, height: int) -> None:
         raise ValueError(f"regions[{i}].box: {boxes[i].tolist()} reaches past the {width}x{height} image")
 
 
-def patch_regions(boxes: torch.Tensor, rows: torch.Tensor, batch: int, grid: tuple[int, int], patch: int,
-                  min_cover: float = MIN_COVER) -> torch.Tensor:
-    """The region each patch belongs to: [batch, rows·columns] (row-major) of indices into boxes, or -1.
+BACKGROUND, SHARED = -1, -2  # `patch_regions` for a patch that holds no region's centre, or two regions' centres
 
-    boxes [R, 4] (x0, y0, x1, y1) in the encoder's input pixels; rows [R] the image each box is in. A patch is
-    region r's when r's box is the only box of that image to overlap it and covers at least `min_cover` of its
-    area; a patch two boxes share, or one a box barely grazes, belongs to none.
+
+def patch_regions(boxes: torch.Tensor, rows: torch.Tensor, batch: int, grid: tuple[int, int],
+                  patch: int) -> torch.Tensor:
+    """The region each patch token stands for: [batch, rows·columns] (row-major) of indices into boxes,
+    BACKGROUND or SHARED.
+
+    boxes [R, 4] (x0, y0, x1, y1) in the encoder's input pixels; rows [R] the image each box is in. A region
+    is the patch its box's centre falls in (CenterNet's one location per object), so each shape a scene
+    shows is one token, whatever patches it straddles; a patch holding two centres stands for neither.
     """
     n_rows, n_columns = grid
-    top = torch.arange(n_rows, device=boxes.device).repeat_interleave(n_columns) * patch  # [P]
-    left = torch.arange(n_columns, device=boxes.device).repeat(n_rows) * patch  # [P]
-    boxes = boxes.float()
-    dx = (torch.minimum(left[None] + patch, boxes[:, 2:3]) - torch.maximum(left[None], boxes[:, 0:1])).clamp(min=0)
-    dy = (torch.minimum(top[None] + patch, boxes[:, 3:4]) - torch.maximum(top[None], boxes[:, 1:2])).clamp(min=0)
-    area = dx * dy  # [R, P]: pixels of each patch each box covers
-    touching = torch.zeros(batch, area.shape[1], device=boxes.device).index_add_(0, rows, (area > 0).float())
-    owns = (area >= min_cover * patch * patch) & (touching[rows] == 1)  # [R, P]
-    out = torch.full((batch, area.shape[1]), -1, dtype=torch.long, device=boxes.device)
-    region, place = owns.nonzero(as_tuple=True)
-    out[rows[region], place] = region
-    return out
+    centre = (boxes[:, :2] + boxes[:, 2:]).float() / 2  # [R, 2]: x, y
+    column = (centre[:, 0] // patch).long().clamp(0, n_columns - 1)  # [R]
+    row = (centre[:, 1] // patch).long().clamp(0, n_rows - 1)  # [R]
+    place = rows * n_rows * n_columns + row * n_columns + column  # [R]: flat index into [batch, P]
+    out = torch.full((batch * n_rows * n_columns,), BACKGROUND, dtype=torch.long, device=boxes.device)
+    count = torch.zeros_like(out).index_add_(0, place, torch.ones_like(place))
+    out[place] = torch.arange(len(boxes), device=boxes.device)
+    out[count > 1] = SHARED
+    return out.view(batch, n_rows * n_columns)
 
 
-def region_texts(examples: list[dict]) -> Optional[tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(distinct texts [U], boxes [R, 4], rows [R], text index [R] into the distinct texts) of a batch's
-    examples' `regions` ((boxes [r, 4], texts) in the encoder's input pixels); None when no example has any."""
+def region_texts(examples: list[dict]) -> Optional[tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor,
+                                                         torch.Tensor]]:
+    """(distinct texts [U], boxes [R, 4], rows [R], text index [R] into the distinct texts, labelled [B]: the
+    examples with `regions`, an empty list included) of a batch's examples' `regions` ((boxes [r, 4], texts) in
+    the encoder's input pixels); None when no example has any."""
     texts: list[str] = []
     boxes, rows, index = [], [], []
+    labelled = torch.tensor([example.get("regions") is not None for example in examples])
     for row, example in enumerate(examples):
         if example.get("regions") is None:
             continue
@@ -84,6 +88,7 @@ def region_texts(examples: list[dict]) -> Optional[tuple[list[str], torch.Tensor
             boxes.append(box)
             rows.append(row)
             index.append(texts.index(text))
-    if not boxes:
+    if not labelled.any():
         return None
-    return texts, torch.stack(boxes).float(), torch.tensor(rows), torch.tensor(index)
+    boxes = torch.stack(boxes).float() if boxes else torch.zeros(0, 4)
+    return texts, boxes, torch.tensor(rows, dtype=torch.long), torch.tensor(index, dtype=torch.long), labelled

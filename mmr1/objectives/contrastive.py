@@ -13,7 +13,7 @@ from torch import nn
 
 from mmr1.model import media_inputs
 from mmr1.objectives.base import ObjectiveModule, batch_size
-from mmr1.datamodules.regions import patch_regions
+from mmr1.datamodules.regions import SHARED, patch_regions
 from mmr1.losses.contrastive import MAX_LOGIT_SCALE, clip_loss, recall_at_1
 from mmr1.losses.language import bag_of_tokens_loss, token_bag
 
@@ -77,12 +77,13 @@ class ContrastiveModule(ObjectiveModule):
             medium_captions: a medium whose records carry its own caption (`image_caption` / `audio_caption`:
                 what that medium alone shows) is paired with it instead of the record's caption (or text, or
                 reasoning). Off, every medium is paired with the record's text.
-            regions: weight of a dense region–text loss (RegionCLIP's region–word alignment, at the patch
-                level): each patch token one of the record's `regions` covers (`patch_regions`) is projected
-                as the pooled image state is and must pick that region's text ("a red circle") among the
-                batch's distinct region texts, at the image–text pair's temperature. The pooled alignment
-                lets tokens of a scene leave out what only one shape shows; this asks every token for it
-                (README: "The R1 recipe"). Needs the image_text pair.
+            regions: weight of a dense region–text loss (RegionCLIP's region–word alignment, one token per
+                region as CenterNet locates objects): the patch token at the centre of each of the record's
+                `regions` (`patch_regions`) is projected as the pooled image state is and must pick that
+                region's text ("a red circle") among the batch's distinct region texts, and every other
+                token a learned "no region" embedding. The pooled alignment lets a scene's tokens leave out
+                what only one shape shows and spread one shape over several tokens; this gives each shape
+                one token that names it (README: "The R1 recipe"). Needs the image_text pair.
         Both sharpen the alignment stage's own figures on the built-in and the digits task, yet SFT from it
         scored lower on selection records (README), so both are off by default.
         """
@@ -106,6 +107,8 @@ class ContrastiveModule(ObjectiveModule):
         if regions < 0 or (regions and "image_text" not in chosen):
             raise ValueError(f"regions: expected a weight >= 0, and the image_text pair beside a positive one; "
                              f"got {regions} with pairs {chosen}")
+        if regions:  # what a patch token that stands for no region is aligned with (DETR's no-object class)
+            self.no_region = nn.Parameter(torch.randn(embed_dim) * embed_dim ** -0.5)
         worded = [key.split("_")[0] for key in chosen if key.endswith("_text")] if caption_words else []
         self.word_heads = nn.ModuleDict({m: nn.Linear(widths[m], self.model.text_encoder.vocab_size)
                                          for m in worded})
@@ -186,27 +189,30 @@ class ContrastiveModule(ObjectiveModule):
         return {"loss": total, **{key: losses[key] for key in counted}, **words, **regions}
 
     def region_terms(self, batch: dict, encoded: dict) -> dict[str, torch.Tensor]:
-        """{"region_text": cross-entropy, "region_accuracy": share right} over the patch tokens a region owns:
-        each projected token's cosine logits [T, U] against the batch's distinct region texts; {} with a
-        zero weight or no image in the batch; ValueError when the batch's images carry no regions."""
+        """{"region_text": cross-entropy, "region_accuracy": share right} over the patch tokens of the images
+        whose records carry regions: the token at a region's centre (`patch_regions`) must pick that region's
+        text among the batch's distinct region texts, every other token the learned "no region" embedding
+        (DETR's no-object class); cosine logits [T, U + 1] at the image–text temperature. {} with a zero weight
+        or no image in the batch; ValueError when the batch's images carry no regions."""
         if not self.hparams.regions or "image" not in encoded or not encoded["image"].present.any():
             return {}
-        if "region_boxes" not in batch:
+        if "region_images" not in batch:
             raise ValueError("regions: ContrastiveModule(regions=...) aligns image regions with their texts, and "
                              "no record of this batch with an image has `regions`")
         vision = self.model.vision
         n_patches = vision.grid[0] * vision.grid[1]
         owner = patch_regions(batch["region_boxes"], batch["region_rows"], batch_size(batch), vision.grid,
-                              vision.patch_size)  # [B, P]: the region each patch token belongs to, or -1
-        owned = owner >= 0
-        tokens = encoded["image"].tokens[:, -n_patches:][owned]  # [T, W]
-        texts = self.model.text_encoder(batch["region_text_ids"], batch["region_text_mask"]).pooled  # [U, W]
+                              vision.patch_size)  # [B, P]: the region each token stands for, BACKGROUND or SHARED
+        scored = (owner != SHARED) & (batch["region_images"] & encoded["image"].present)[:, None]  # [B, P]
+        tokens = encoded["image"].tokens[:, -n_patches:][scored]  # [T, W]
+        texts = self.projections["text"](self.model.text_encoder(batch["region_text_ids"],
+                                                                 batch["region_text_mask"]).pooled)  # [U, E]
         a = F.normalize(self.projections["image"](tokens), dim=-1)  # [T, E]
-        b = F.normalize(self.projections["text"](texts), dim=-1)  # [U, E]
-        logits = a @ b.T * self.logit_scales["image_text"].clamp(max=MAX_LOGIT_SCALE).exp()  # [T, U]
-        targets = batch["region_text_index"][owner[owned]]  # [T]
-        if not len(targets):  # no patch is one region's alone: 0, with every parameter kept in the graph (DDP)
-            return {"region_text": logits.sum() * 0.0}
+        b = F.normalize(torch.cat([texts, self.no_region[None]]), dim=-1)  # [U + 1, E]
+        logits = a @ b.T * self.logit_scales["image_text"].clamp(max=MAX_LOGIT_SCALE).exp()  # [T, U + 1]
+        region = owner[scored]  # [T]
+        no_region = torch.full_like(region, len(texts))
+        targets = torch.where(region >= 0, batch["region_text_index"][region.clamp(min=0)], no_region)  # [T]
         return {"region_text": F.cross_entropy(logits, targets),
                 "region_accuracy": logits.argmax(-1).eq(targets).float().mean()}
 

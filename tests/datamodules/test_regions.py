@@ -8,7 +8,7 @@ from mmr1.config import Config
 from mmr1.datamodules.collate import Collator
 from mmr1.datamodules.processors import ImageAugment, ImageProcessor
 from mmr1.datamodules.records import RecordProcessor, check_record
-from mmr1.datamodules.regions import patch_regions
+from mmr1.datamodules.regions import BACKGROUND, SHARED, patch_regions
 from mmr1.datamodules.synth import Synth, render_image
 
 
@@ -43,18 +43,16 @@ def test_boxes_follow_the_image_through_resize_and_flip_and_must_lie_inside_it()
         ImageProcessor(config)(Image.new("RGB", (32, 32)), torch.tensor([[0.0, 0.0, 33.0, 8.0]]))
 
 
-def test_a_patch_is_a_region_s_when_only_that_box_covers_enough_of_it():
-    boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0],  # patch 0 exactly
-                          [8.0, 0.0, 11.0, 8.0],  # 24 of patch 1's 64 pixels: enough
-                          [16.0, 0.0, 18.0, 8.0],  # 16 of patch 2's: too few
-                          [24.0, 8.0, 28.0, 16.0],  # patch 7, shared with the next box
-                          [28.0, 8.0, 32.0, 16.0],
-                          [0.0, 0.0, 16.0, 16.0]])  # image 1: patches 0, 1, 4, 5
-    rows = torch.tensor([0, 0, 0, 0, 0, 1])
+def test_each_region_is_the_patch_its_centre_falls_in_and_a_patch_of_two_centres_is_neither_s():
+    boxes = torch.tensor([[0.0, 0.0, 14.0, 14.0],  # centre (7, 7): patch 0, though it straddles 4 patches
+                          [8.0, 0.0, 9.0, 8.0],  # centre (8.5, 4): patch 1, however little of it the box covers
+                          [17.0, 17.0, 22.0, 22.0],  # centre (19.5, 19.5): patch 10, shared with the next
+                          [18.0, 20.0, 23.0, 23.0],
+                          [28.0, 28.0, 32.0, 32.0]])  # image 1: centre (30, 30), patch 15
+    rows = torch.tensor([0, 0, 0, 0, 1])
     owner = patch_regions(boxes, rows, 2, (4, 4), 8)
-    want = torch.full((2, 16), -1)
-    want[0, 0], want[0, 1] = 0, 1
-    want[1, [0, 1, 4, 5]] = 5
+    want = torch.full((2, 16), BACKGROUND)
+    want[0, 0], want[0, 1], want[0, 10], want[1, 15] = 0, 1, SHARED, 4
     torch.testing.assert_close(owner, want)
 
 
@@ -74,7 +72,7 @@ def test_built_in_records_carry_their_shapes_as_regions_and_batches_carry_their_
     rows = batch["region_rows"].tolist()
     assert batch["region_boxes"].shape == (n, 4) and rows == sorted(rows)
     texts = [t for e in examples for t in e["regions"][1]]
-    assert batch["region_text_ids"].shape[0] == len(set(texts))
+    assert batch["region_text_ids"].shape[0] == len(set(texts)) and batch["region_images"].all()
     decoded = [collate.text_tokenizer.decode(batch["region_text_ids"][i][batch["region_text_mask"][i]].tolist(),
                                              skip_special_tokens=True) for i in batch["region_text_index"].tolist()]
     assert [d.strip() for d in decoded] == texts

@@ -328,10 +328,11 @@ def test_caption_words_each_medium_predicts_the_tokens_of_its_caption():
         ContrastiveModule(caption_words=-1.0)
 
 
-def test_regions_align_each_patch_token_a_shape_owns_with_that_shape_s_name():
+def test_regions_name_each_shape_at_its_centre_token_and_every_other_token_no_region():
     """Built-in records carry each shape's box and name: with `regions` the loss adds the cross-entropy of every
-    owned patch token's projected state against the batch's distinct region texts (checked by hand here),
-    with its weight; the image encoder learns from it; without regions in a batch of images it is refused."""
+    patch token's projected state against the batch's distinct region texts and "no region" (checked by hand
+    here), with its weight; the image encoder learns from it; without regions in a batch of images it is
+    refused, and without the image_text pair too."""
     torch.manual_seed(0)
     overrides = {"vision": {"stem": "conv"}, "fusion": {"resampler_tokens": 0}}
     module = ContrastiveModule(pairs=["image_text"], regions=0.5, overrides=overrides)
@@ -342,24 +343,27 @@ def test_regions_align_each_patch_token_a_shape_owns_with_that_shape_s_name():
     losses = module.losses(batch)
     torch.testing.assert_close(losses["loss"], losses["image_text"] + 0.5 * losses["region_text"])
     tokens = module.model.encode(pixel_values=batch["pixel_values"], image_mask=batch["image_mask"])["image"].tokens
-    texts = module.model.text_encoder(batch["region_text_ids"], batch["region_text_mask"]).pooled
-    want, scale = [], module.logit_scales["image_text"].exp()
-    boxes, rows = batch["region_boxes"].tolist(), batch["region_rows"].tolist()
-    for r, (box, row) in enumerate(zip(boxes, rows)):
-        others = [b for b, o in zip(boxes, rows) if o == row and b != box]
+    texts = module.projections["text"](module.model.text_encoder(batch["region_text_ids"],
+                                                                 batch["region_text_mask"]).pooled)
+    b = torch.nn.functional.normalize(torch.cat([texts, module.no_region[None]]), dim=-1)
+    scale, want = module.logit_scales["image_text"].exp(), []
+    centres = {}
+    for r, (box, row) in enumerate(zip(batch["region_boxes"].tolist(), batch["region_rows"].tolist())):
+        place = (row, int((box[1] + box[3]) / 2 // 8) * 4 + int((box[0] + box[2]) / 2 // 8))
+        centres[place] = None if place in centres else int(batch["region_text_index"][r])
+    for row in range(len(tokens)):
+        if not batch["image_mask"][row]:
+            continue
         for p in range(16):
-            x, y = 8 * (p % 4), 8 * (p // 4)
-            cover = lambda b: max(0, min(x + 8, b[2]) - max(x, b[0])) * max(0, min(y + 8, b[3]) - max(y, b[1]))
-            if cover(box) >= 24 and not any(cover(b) > 0 for b in others):
+            target = centres.get((row, p), len(texts))  # no centre: "no region"
+            if target is not None:
                 a = torch.nn.functional.normalize(module.projections["image"](tokens[row, p]), dim=-1)
-                b = torch.nn.functional.normalize(module.projections["text"](texts), dim=-1)
-                want.append(torch.nn.functional.cross_entropy(
-                    (scale * b @ a)[None], batch["region_text_index"][r][None]))
-    assert len(want) >= 3
+                want.append(torch.nn.functional.cross_entropy((scale * b @ a)[None], torch.tensor([target])))
     torch.testing.assert_close(losses["region_text"], torch.stack(want).mean(), rtol=1e-4, atol=1e-5)
     before = snapshot(module)
     losses["region_text"].backward()
     assert module.model.vision.model.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert module.no_region.grad.abs().sum() > 0
     assert all(torch.equal(before[k], v) for k, v in module.model.named_parameters())
     with pytest.raises(ValueError, match="no record of this batch with an image has `regions`"):
         module.losses({k: v for k, v in batch.items() if not k.startswith("region_")})
