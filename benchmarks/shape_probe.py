@@ -10,8 +10,12 @@ drawn as the synthetic generator draws them (size 20-30% of the image, random pl
                 logistic regression for the kind and colour of the one shape under the token's patch, and for
                 the token's column in the patch grid, at the image encoder's output and at the fused prefix the
                 core reads (fit on half the scenes, scored on the other half)
+    scene-supervised  (--scene-supervised-steps N) a fresh ViT of the recipe with a linear head on each patch
+                token, trained on the kind of the one shape under it in new scenes of 3-5 shapes every step:
+                its per-token accuracy on 600 other scenes every 100 steps (what the encoder can carry)
 
     .venv/bin/python benchmarks/shape_probe.py [EXPORT ...] [--supervised-steps 800 --batch 16] [--scenes 600]
+        [--scene-supervised-steps 600 --batch 32]
 
 Chance is 33% for a kind and 25% for a colour. It trains no checkpoint, so it is a cheap selection signal for
 the pipeline's alignment stage (README: "The R1 recipe").
@@ -162,6 +166,44 @@ def supervised(steps: int, batch: int, seed: int = 0, lr: float = 1e-3) -> list[
     return curve
 
 
+def scene_kinds(n: int, first: int, processor: ImageProcessor, encoder: VisionEncoder) -> tuple[torch.Tensor,
+                                                                                                  torch.Tensor]:
+    """pixel_values [n, 3, H, W] of n training scenes of 3-5 shapes from index `first`, and each patch token's
+    kind label [n, P] (the one shape under its patch, `patch_labels`; -100 for none)."""
+    grid, patch = encoder.grid[0], encoder.patch_size
+    specs = [Synth(seed=7, split="train", difficulty=3).spec(i) for i in range(first, first + n)]
+    x = torch.stack([processor(render_image(s.shapes, 32)) for s in specs])
+    y = torch.tensor([[KINDS.index(shape.kind) if shape is not None else -100
+                       for shape in patch_labels(s.shapes, grid, patch)] for s in specs])
+    return x, y
+
+
+def scene_supervised(steps: int, batch: int, seed: int = 0, lr: float = 1e-3) -> list[tuple[int, float]]:
+    """(step, per-token kind accuracy on 600 new scenes) every 100 steps of a fresh recipe ViT (conv stem) with a
+    linear head on each patch token: how well this encoder can carry the kind of the shape under each token."""
+    torch.manual_seed(seed)
+    config = Config.from_name("tiny", vision={"stem": "conv", "pool": "avg"}).vision
+    encoder, head, processor = VisionEncoder(config), nn.Linear(config.width, len(KINDS)), ImageProcessor(config)
+    test_x, test_y = scene_kinds(600, 1_000_000, processor, encoder)
+    labelled = test_y != -100
+    optimizer = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=lr)
+    curve = []
+    for step in range(1, steps + 1):  # fresh scenes every step
+        x, y = scene_kinds(batch, step * batch, processor, encoder)
+        logits = head(encoder(x, torch.ones(len(x), dtype=torch.bool)).tokens[:, -y.shape[1]:])  # [B, P, 3]
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == steps:
+            encoder.eval()
+            with torch.no_grad():
+                guess = head(encoder(test_x, torch.ones(len(test_x), dtype=torch.bool)).tokens[:, -test_y.shape[1]:])
+            curve.append((step, guess.argmax(-1)[labelled].eq(test_y[labelled]).float().mean().item()))
+            encoder.train()
+    return curve
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="*", help="checkpoint folders to probe")
@@ -169,9 +211,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", type=int, default=0, help="also probe single image tokens on this many scenes")
+    parser.add_argument("--scene-supervised-steps", type=int, default=0,
+                        help="train a fresh ViT on each scene token's kind this long")
     args = parser.parse_args()
-    if not args.checkpoints and not args.supervised_steps:
-        parser.error("name a checkpoint to probe, or --supervised-steps N")
+    if not args.checkpoints and not args.supervised_steps and not args.scene_supervised_steps:
+        parser.error("name a checkpoint to probe, or --supervised-steps N, or --scene-supervised-steps N")
     for checkpoint in args.checkpoints:
         print(json.dumps({"checkpoint": checkpoint, **{k: round(v, 3) for k, v in probe(checkpoint).items()}}))
         if args.scenes:
@@ -180,6 +224,10 @@ def main() -> None:
     if args.supervised_steps:
         for step, accuracy in supervised(args.supervised_steps, args.batch, args.seed):
             print(json.dumps({"supervised_step": step, "batch": args.batch, "kind_accuracy": round(accuracy, 3)}))
+    if args.scene_supervised_steps:
+        for step, accuracy in scene_supervised(args.scene_supervised_steps, args.batch, args.seed):
+            print(json.dumps({"scene_supervised_step": step, "batch": args.batch,
+                              "token_kind_accuracy": round(accuracy, 3)}))
 
 
 if __name__ == "__main__":

@@ -76,3 +76,20 @@ def test_scene_tokens_refuses_models_whose_prefix_it_cannot_slice(tmp_path, over
     MultimodalModel(Config.from_name("tiny", **overrides)).save_pretrained(tmp_path / "m", Tokenizer.default())
     with pytest.raises(ValueError, match=refusal):
         scene_tokens(str(tmp_path / "m"), 2)
+
+
+def test_scene_supervision_labels_each_token_with_the_shape_under_it_and_reports_a_curve():
+    from shape_probe import scene_kinds, scene_supervised
+
+    from mmr1.datamodules.processors import ImageProcessor
+    from mmr1.datamodules.synth import KINDS, Synth
+    from mmr1.encoders.vision import VisionEncoder
+
+    config = Config.from_name("tiny", vision={"stem": "conv"}).vision
+    x, y = scene_kinds(3, 5, ImageProcessor(config), VisionEncoder(config))
+    assert x.shape == (3, 3, 32, 32) and y.shape == (3, 16)
+    spec = Synth(seed=7, split="train", difficulty=3).spec(5)
+    want = [KINDS.index(s.kind) if s is not None else -100 for s in patch_labels(spec.shapes, 4, 8)]
+    assert y[0].tolist() == want and (y[0] != -100).any()
+    curve = scene_supervised(steps=2, batch=4)
+    assert [step for step, _ in curve] == [2] and 0.0 <= curve[0][1] <= 1.0
