@@ -104,7 +104,7 @@ class Spec:
     @property
     def regions(self) -> list[dict]:
         """Each shape's box (x0, y0, x1, y1; x1, y1 exclusive) and its name, "a red circle": what
-        `ContrastiveModule(regions=w)` aligns the patch tokens under the shape with."""
+        `ContrastiveModule(regions=w)` aligns the patch token at the box's centre with."""
         return [{"box": [s.x, s.y, s.x + s.size, s.y + s.size], "text": f"a {s.colour} {s.kind}"}
                 for s in self.shapes]
 

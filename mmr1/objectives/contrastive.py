@@ -192,10 +192,12 @@ class ContrastiveModule(ObjectiveModule):
         """{"region_text": cross-entropy, "region_accuracy": share right} over the patch tokens of the images
         whose records carry regions: the token at a region's centre (`patch_regions`) must pick that region's
         text among the batch's distinct region texts, every other token the learned "no region" embedding
-        (DETR's no-object class); cosine logits [T, U + 1] at the image–text temperature. {} with a zero weight
-        or no image in the batch; ValueError when the batch's images carry no regions."""
-        if not self.hparams.regions or "image" not in encoded or not encoded["image"].present.any():
+        (DETR's no-object class); cosine logits [T, U + 1] at the image–text temperature. {} with a zero weight,
+        a loss of 0 with no image in the batch; ValueError when the batch's images carry no regions."""
+        if not self.hparams.regions:
             return {}
+        if "image" not in encoded or not encoded["image"].present.any():  # 0, the no-region embedding kept in
+            return {"region_text": self.no_region.sum() * 0.0}  # the graph (DDP)
         if "region_images" not in batch:
             raise ValueError("regions: ContrastiveModule(regions=...) aligns image regions with their texts, and "
                              "no record of this batch with an image has `regions`")
@@ -205,14 +207,18 @@ class ContrastiveModule(ObjectiveModule):
                               vision.patch_size)  # [B, P]: the region each token stands for, BACKGROUND or SHARED
         scored = (owner != SHARED) & (batch["region_images"] & encoded["image"].present)[:, None]  # [B, P]
         tokens = encoded["image"].tokens[:, -n_patches:][scored]  # [T, W]
-        texts = self.projections["text"](self.model.text_encoder(batch["region_text_ids"],
-                                                                 batch["region_text_mask"]).pooled)  # [U, E]
+        texts = self.no_region.new_zeros(0, self.no_region.shape[0])  # [U, E]: none when no image has a region
+        if len(batch["region_text_ids"]):
+            texts = self.projections["text"](self.model.text_encoder(batch["region_text_ids"],
+                                                                     batch["region_text_mask"]).pooled)
         a = F.normalize(self.projections["image"](tokens), dim=-1)  # [T, E]
         b = F.normalize(torch.cat([texts, self.no_region[None]]), dim=-1)  # [U + 1, E]
         logits = a @ b.T * self.logit_scales["image_text"].clamp(max=MAX_LOGIT_SCALE).exp()  # [T, U + 1]
         region = owner[scored]  # [T]
-        no_region = torch.full_like(region, len(texts))
-        targets = torch.where(region >= 0, batch["region_text_index"][region.clamp(min=0)], no_region)  # [T]
+        targets = torch.full_like(region, len(texts))  # "no region", where the token stands for none
+        targets[region >= 0] = batch["region_text_index"][region[region >= 0]]
+        if not len(targets):  # every patch shared by two centres: 0, with the parameters kept in the graph
+            return {"region_text": logits.sum() * 0.0}
         return {"region_text": F.cross_entropy(logits, targets),
                 "region_accuracy": logits.argmax(-1).eq(targets).float().mean()}
 

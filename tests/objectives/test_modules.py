@@ -3,8 +3,11 @@
 import lightning as L
 import pytest
 import torch
+from PIL import Image
 
+from mmr1.datamodules.collate import Collator
 from mmr1.datamodules.datamodules import MaskedDataModule, PairedDataModule, SFTDataModule
+from mmr1.datamodules.records import RecordProcessor
 from mmr1.objectives import ContrastiveModule, MaskedModule, SFTModule
 from mmr1.optim import param_groups, warmup_cosine
 
@@ -369,3 +372,18 @@ def test_regions_name_each_shape_at_its_centre_token_and_every_other_token_no_re
         module.losses({k: v for k, v in batch.items() if not k.startswith("region_")})
     with pytest.raises(ValueError, match="regions"):
         ContrastiveModule(pairs=["audio_text"], regions=1.0)
+
+
+def test_regions_an_image_whose_record_names_no_region_is_all_no_region():
+    """`regions: []` says the image holds nothing to name: every one of its tokens is scored against "no
+    region" alone, and the loss stays finite with no region text in the batch."""
+    torch.manual_seed(0)
+    overrides = {"vision": {"stem": "conv"}, "fusion": {"resampler_tokens": 0}}
+    module = ContrastiveModule(pairs=["image_text"], regions=1.0, overrides=overrides).eval()
+    processor, collate = RecordProcessor.from_config(module.config), Collator.for_model(module.config, "paired")
+    batch = collate([processor({"image": Image.new("RGB", (32, 32)), "caption": f"empty {i}", "regions": []})
+                     for i in range(2)])
+    assert batch["region_images"].all() and batch["region_boxes"].shape == (0, 4)
+    terms = module.region_terms(batch, module.model.encode(pixel_values=batch["pixel_values"],
+                                                           image_mask=batch["image_mask"]))
+    assert torch.isfinite(terms["region_text"]) and terms["region_accuracy"] in (0.0, 1.0)
