@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Callable
 
 import numpy as np
 import torch
@@ -148,20 +149,33 @@ def supervised(steps: int, batch: int, seed: int = 0, lr: float = 1e-3) -> list[
     test = single_shapes(600, 10_000 + seed, config.image_size)
     test_x, test_mask = pixels(processor, test)
     test_y = torch.tensor([kind for _, kind, _ in test])
+
+    def loss_at(step: int) -> torch.Tensor:
+        items = single_shapes(batch, seed * 1_000_003 + step, config.image_size)
+        x, mask = pixels(processor, items)
+        return F.cross_entropy(head(encoder(x, mask).pooled), torch.tensor([kind for _, kind, _ in items]))
+
+    def accuracy() -> float:
+        return head(encoder(test_x, test_mask).pooled).argmax(-1).eq(test_y).float().mean().item()
+
+    return learning_curve(encoder, head, steps, lr, loss_at, accuracy)
+
+
+def learning_curve(encoder: VisionEncoder, head: nn.Module, steps: int, lr: float,
+                   loss_at: Callable[[int], torch.Tensor], accuracy: Callable[[], float]) -> list[tuple[int, float]]:
+    """Train encoder + head with AdamW on `loss_at(step)` for steps 1..steps; (step, `accuracy()` in eval mode)
+    every 100 steps and at the last."""
     optimizer = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=lr)
     curve = []
     for step in range(1, steps + 1):
-        items = single_shapes(batch, seed * 1_000_003 + step, config.image_size)
-        x, mask = pixels(processor, items)
-        loss = F.cross_entropy(head(encoder(x, mask).pooled), torch.tensor([kind for _, kind, _ in items]))
+        loss = loss_at(step)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if step % 100 == 0 or step == steps:
             encoder.eval()
             with torch.no_grad():
-                accuracy = head(encoder(test_x, test_mask).pooled).argmax(-1)
-            curve.append((step, accuracy.eq(test_y).float().mean().item()))
+                curve.append((step, accuracy()))
             encoder.train()
     return curve
 
@@ -186,22 +200,18 @@ def scene_supervised(steps: int, batch: int, seed: int = 0, lr: float = 1e-3) ->
     encoder, head, processor = VisionEncoder(config), nn.Linear(config.width, len(KINDS)), ImageProcessor(config)
     test_x, test_y = scene_kinds(600, 1_000_000, processor, encoder)
     labelled = test_y != -100
-    optimizer = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=lr)
-    curve = []
-    for step in range(1, steps + 1):  # fresh scenes every step
+
+    def token_logits(x: torch.Tensor) -> torch.Tensor:  # [N, P, 3]
+        return head(encoder(x, torch.ones(len(x), dtype=torch.bool)).tokens[:, -test_y.shape[1]:])
+
+    def loss_at(step: int) -> torch.Tensor:  # fresh scenes every step
         x, y = scene_kinds(batch, step * batch, processor, encoder)
-        logits = head(encoder(x, torch.ones(len(x), dtype=torch.bool)).tokens[:, -y.shape[1]:])  # [B, P, 3]
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 100 == 0 or step == steps:
-            encoder.eval()
-            with torch.no_grad():
-                guess = head(encoder(test_x, torch.ones(len(test_x), dtype=torch.bool)).tokens[:, -test_y.shape[1]:])
-            curve.append((step, guess.argmax(-1)[labelled].eq(test_y[labelled]).float().mean().item()))
-            encoder.train()
-    return curve
+        return F.cross_entropy(token_logits(x).flatten(0, 1), y.flatten(), ignore_index=-100)
+
+    def accuracy() -> float:
+        return token_logits(test_x).argmax(-1)[labelled].eq(test_y[labelled]).float().mean().item()
+
+    return learning_curve(encoder, head, steps, lr, loss_at, accuracy)
 
 
 def main() -> None:
