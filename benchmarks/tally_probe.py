@@ -34,7 +34,7 @@ KIND_FILTER = re.compile(rf"\b({'|'.join(KINDS)})s\b")
 
 
 def family(question: str) -> str:
-    """Which shapes the question has the reasoning tally: by colour, by kind, or none."""
+    """What the reasoning tallies its listed shapes by, for this question: colour, kind, or none."""
     return "colour" if COLOUR_FILTER.search(question) else "kind" if KIND_FILTER.search(question) else "none"
 
 
@@ -45,7 +45,9 @@ def tally_points(tokenizer, text: str) -> tuple[list[int], list[tuple[int, bool]
     start = text.find("<think>I see ")
     if start < 0:
         return ids, []
-    end = text.index(".", start)
+    end = text.find(".", start)
+    if end < 0:
+        raise ValueError(f"{text[start:start + 60]!r}...: the listing does not end in '.'")
     points = []
     for item in ITEM.finditer(text, start, end):
         prefix = tokenizer.encode(text[: item.end()])
@@ -57,7 +59,8 @@ def tally_points(tokenizer, text: str) -> tuple[list[int], list[tuple[int, bool]
 
 @torch.no_grad()
 def probe(export: Path, records: list[dict]) -> dict:
-    """Per family: tallies the record makes (`tally`), how many the core predicted, and its decisions right."""
+    """Per family: the decisions scored, the share right, and of the counts the records write, how many the core
+    would write too (`tallies_made`)."""
     model, tokenizer = load_model(export)
     model.eval()
     count_token = tokenizer.encode(" (")

@@ -38,6 +38,8 @@ def test_families_and_tally_points_follow_the_record_text():
     assert words == ["circle", "square", "triangle"]
     assert [tokenizer.decode([ids[p + 1]]) for p, _ in points] == [" (", " and", " ("]
     assert tally_probe.tally_points(tokenizer, render_record(NONE))[1] == []
+    with pytest.raises(ValueError, match="the listing does not end in '.'"):
+        tally_probe.tally_points(tokenizer, "<think>I see a red circle")
 
 
 class AlwaysCount(torch.nn.Module):
