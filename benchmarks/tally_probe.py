@@ -27,8 +27,8 @@ import torch
 from mmr1.checkpoint import load_model
 from mmr1.datamodules.synth import COLOURS, KINDS
 from mmr1.datamodules.text import render_record
+from shape_listing import ITEM, SEEN
 
-ITEM = re.compile(rf"\ba (?:{'|'.join(COLOURS)}) ({'|'.join(KINDS)})")
 COLOUR_FILTER = re.compile(rf"\b({'|'.join(COLOURS)}) shapes\b")
 KIND_FILTER = re.compile(rf"\b({'|'.join(KINDS)})s\b")
 
@@ -42,14 +42,13 @@ def tally_points(tokenizer, text: str) -> tuple[list[int], list[tuple[int, bool]
     """The token ids of `text` and, for each shape its "I see ..." listing names, (the position of the
     shape's last token, whether a running count follows it)."""
     ids = tokenizer.encode(text)
-    start = text.find("<think>I see ")
-    if start < 0:
+    if "I see " not in text:
         return ids, []
-    end = text.find(".", start)
-    if end < 0:
-        raise ValueError(f"{text[start:start + 60]!r}...: the listing does not end in '.'")
+    found = SEEN.search(text)
+    if found is None:
+        raise ValueError(f"{text[text.index('I see '):][:60]!r}...: the listing does not end in '.'")
     points = []
-    for item in ITEM.finditer(text, start, end):
+    for item in ITEM.finditer(text, *found.span(1)):
         prefix = tokenizer.encode(text[: item.end()])
         if ids[: len(prefix)] != prefix:
             raise ValueError(f"{text[:60]!r}...: the text up to {item.group(0)!r} tokenizes differently alone")
