@@ -29,7 +29,9 @@ from mmr1.losses.grpo import check_loss_type, group_advantages, grpo_loss
 from mmr1 import metrics
 from mmr1.rl.rewards import Rewards
 from mmr1.rl.rollout import (Rollout, check_full_distribution, completion_logprobs, decode_completions, micro_batches,
-                             rollout_logprobs, sample_groups)
+                             rollout_logprobs, sample_groups, select_groups)
+
+MAX_FLAT_ROLLOUTS = 100  # filter_groups: rollouts in a row without a group to learn from before giving up
 
 
 class GRPOModule(FrozenModels, ObjectiveModule):
@@ -46,6 +48,7 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         clip_eps: float = 0.2,
         beta: float = 0.04,
         loss_type: str = "grpo",
+        filter_groups: bool = False,
         max_grad_norm: float = 1.0,
         rewards: Optional[Mapping[str, float]] = None,
         reward_model: Optional[str] = None,
@@ -65,6 +68,11 @@ class GRPOModule(FrozenModels, ObjectiveModule):
             loss_type: `grpo` (each response's mean token loss, then the mean over responses), `dr_grpo`
                 (token sum / (responses * max_new_tokens), advantages not divided by the group std) or
                 `dapo` (token sum / tokens in the rollout).
+            filter_groups: DAPO's dynamic sampling (Yu et al. 2025): the update is made on the groups whose
+                rewards differ, the others (advantage 0, no policy gradient) are dropped, so neither the loss's
+                mean nor the KL term is spread over them; a rollout with no such group makes no update and the
+                next batch is drawn (`max_steps` counts updates). Draw more prompts per step (`batch_size`) to
+                keep enough groups once the policy answers most prompts the same way every time.
             max_grad_norm: gradient clipping (manual optimisation, so the Trainer's own is not used).
             rewards: reward name or import path -> weight; default accuracy 1.0 + format 0.5.
             reward_model: a folder written by RewardModel.save_pretrained; its score, times
@@ -82,6 +90,7 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         check_full_distribution(0, top_p)
         self.save_hyperparameters()
         self.automatic_optimization = False
+        self._flat_rollouts = 0  # rollouts in a row without a group to learn from (filter_groups)
         self.rewards = Rewards(rewards or {"accuracy": 1.0, "format": 0.5})
         self._frozen = {"reference": reference_copy(self.model)} if beta else {}
         if reward_model is not None:
@@ -112,30 +121,49 @@ class GRPOModule(FrozenModels, ObjectiveModule):
             learned = score_rollout(self._frozen["reward_model"], batch, rollout)
             rewards = rewards + h.reward_model_weight * learned
         advantages, zero_spread = self.advantages(rewards)
+        logs = {
+            "reward": rewards.mean(),
+            "accuracy": torch.tensor(terms["accuracy"]).mean() if "accuracy" in terms else None,
+            "reward_model": learned.mean() if learned is not None else None,
+            "response_length": rollout.lengths.float().mean(),
+            "zero_spread_groups": zero_spread.float().mean(),
+            **{f"reward_{name}": torch.tensor(values).mean() for name, values in terms.items()},
+        }
+        if h.filter_groups:
+            if zero_spread.all():
+                self._flat_rollouts += 1
+                if self._flat_rollouts >= MAX_FLAT_ROLLOUTS:
+                    raise RuntimeError(f"filter_groups: {MAX_FLAT_ROLLOUTS} rollouts in a row had no group whose "
+                                       f"rewards differ; every prompt is always solved or never (try more prompts "
+                                       f"per step, a larger group_size or a higher temperature)")
+                self._log_rollout(logs, rewards.numel())
+                return
+            self._flat_rollouts = 0
+            keep = (~zero_spread).nonzero().flatten()  # [K] prompts whose rewards differ
+            batch, rollout = select_groups(batch, rollout, keep)
+            advantages = advantages.view(-1, G)[keep].reshape(-1)  # [K*G]
         ref, old = self.fixed_logprobs(batch, rollout)
         for _ in range(h.ppo_epochs):
             stats = []
-            for rows in micro_batches(rewards.numel(), h.micro_batch_size):
+            for rows in micro_batches(advantages.numel(), h.micro_batch_size):
                 out = self.micro_batch_loss(batch, rollout, advantages, ref, old, rows)
                 self.manual_backward(out.loss)
                 stats.append(out)
             self.manual_optimizer_step(h.max_grad_norm)
 
-        logs = {
-            "reward": rewards.mean(),
-            "accuracy": torch.tensor(terms["accuracy"]).mean() if "accuracy" in terms else None,
-            "reward_model": learned.mean() if learned is not None else None,
+        logs.update({
             "kl": torch.stack([s.kl for s in stats]).mean(),
             "ratio": torch.stack([s.ratio for s in stats]).mean(),
             "policy_loss": torch.stack([s.policy_loss for s in stats]).sum(),
             "clip_fraction": torch.stack([s.clip_fraction for s in stats]).mean(),
-            "response_length": rollout.lengths.float().mean(),
-            "zero_spread_groups": zero_spread.float().mean(),
-            **{f"reward_{name}": torch.tensor(values).mean() for name, values in terms.items()},
-        }
+            "trained_groups": torch.tensor(advantages.numel() / G, dtype=torch.float),
+        })
+        self._log_rollout(logs, rewards.numel())
+
+    def _log_rollout(self, logs: dict, n: int) -> None:
         for name, value in logs.items():
             if value is not None:
-                self.log(f"train/{name}", value, prog_bar=name in ("reward", "accuracy"), batch_size=rewards.numel())
+                self.log(f"train/{name}", value, prog_bar=name in ("reward", "accuracy"), batch_size=n)
 
     def advantages(self, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Group-relative advantages [B*G] of rewards [B*G] (not divided by the group std under dr_grpo),

@@ -11,7 +11,7 @@ and the KL to an identical reference exactly 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -63,6 +63,21 @@ def sample_groups(model: MultimodalModel, batch: dict, group_size: int, max_new_
     is_eos = completion == eos
     after_eos = (is_eos.long().cumsum(dim=1) - is_eos.long()) > 0  # positions after the first eos
     return Rollout(ids, mask, completion, ~after_eos, group_size, temperature, top_k, top_p)
+
+
+def select_groups(batch: dict, rollout: Rollout, prompts: torch.Tensor) -> tuple[dict, Rollout]:
+    """The batch and rollout cut to the given prompts [K] (indices into B) and their G responses each, in
+    that order: every tensor or list in the batch must hold one row per prompt (ValueError naming it)."""
+    B, G = rollout.prompt_ids.shape[0], rollout.group_size
+    rows = (prompts[:, None] * G + torch.arange(G, device=prompts.device)).reshape(-1)  # [K*G]
+    picked = {}
+    for key, value in batch.items():
+        if not isinstance(value, (torch.Tensor, list, tuple)) or len(value) != B:
+            raise ValueError(f"batch[{key!r}]: expected one row per prompt ({B}) to select groups from, got "
+                             f"{type(value).__name__} of {len(value) if hasattr(value, '__len__') else 'no'} rows")
+        picked[key] = value[prompts] if isinstance(value, torch.Tensor) else [value[i] for i in prompts.tolist()]
+    return picked, replace(rollout, prompt_ids=rollout.prompt_ids[prompts], prompt_mask=rollout.prompt_mask[prompts],
+                           completion_ids=rollout.completion_ids[rows], completion_mask=rollout.completion_mask[rows])
 
 
 def decode_completions(tokenizer, completion_ids: torch.Tensor) -> list[str]:

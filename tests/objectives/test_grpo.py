@@ -14,7 +14,7 @@ from mmr1.model import MultimodalModel, media_inputs
 from mmr1.objectives.grpo import GRPOModule
 from mmr1.objectives.reward_model import score_rollout
 from mmr1.objectives.reward_model import RewardModel
-from mmr1.rl.rollout import completion_logprobs, micro_batches, sample_groups
+from mmr1.rl.rollout import Rollout, completion_logprobs, micro_batches, sample_groups, select_groups
 
 
 SHALLOW = {"core": {"n_layers": 1, "n_refine_iters": 0}, "vision": {"depth": 1}, "audio": {"depth": 1},
@@ -171,3 +171,56 @@ def test_loss_types_and_dr_grpo_advantages():
                                torch.tensor([0.5, -0.5]))  # r - mean, not divided by the std
     torch.testing.assert_close(GRPOModule(group_size=2, micro_batch_size=2).advantages(rewards)[0],
                                torch.tensor([1.0, -1.0]), atol=1e-3, rtol=0)  # / (population std 0.5 + 1e-4)
+
+
+def test_select_groups_keeps_the_prompts_and_their_responses():
+    batch = {"input_ids": torch.arange(6).view(3, 2), "answers": ["a", "b", "c"], "ids": ["x", "y", "z"]}
+    rollout = Rollout(batch["input_ids"], torch.ones(3, 2, dtype=torch.bool), torch.arange(6)[:, None],
+                      torch.ones(6, 1, dtype=torch.bool), group_size=2)
+    picked, cut = select_groups(batch, rollout, torch.tensor([2, 0]))
+    assert picked["answers"] == ["c", "a"] and picked["input_ids"].tolist() == [[4, 5], [0, 1]]
+    assert cut.completion_ids[:, 0].tolist() == [4, 5, 0, 1] and cut.prompt_ids.tolist() == [[4, 5], [0, 1]]
+    with pytest.raises(ValueError, match=r"batch\['pixel_values'\]: expected one row per prompt \(3\)"):
+        select_groups({**batch, "pixel_values": torch.zeros(2, 1)}, rollout, torch.tensor([0]))
+
+
+def fixed_rewards(module: GRPOModule, totals: list[float]) -> None:
+    """Every rollout of `module` gets these rule rewards, whatever it samples."""
+    module.rewards = lambda completions, records: (totals, {})
+
+
+def test_filter_groups_updates_on_the_groups_whose_rewards_differ():
+    torch.manual_seed(0)
+    module = GRPOModule(group_size=2, micro_batch_size=2, max_new_tokens=4, filter_groups=True, overrides=SHALLOW)
+    fixed_rewards(module, [1.0, 1.0, 1.0, 0.0])  # prompt 0: no spread; prompt 1: one right, one wrong
+    data = RLPromptDataModule(config=module.config, batch_size=2, synth_train_size=8, synth_val_size=2,
+                              augment=False)
+    seen = []
+    loss = module.micro_batch_loss
+
+    def spy(batch, rollout, advantages, ref, old, rows):
+        seen.append((batch["answers"], rollout.completion_ids.shape[0], advantages.tolist(), rows))
+        return loss(batch, rollout, advantages, ref, old, rows)
+
+    module.micro_batch_loss = spy
+    t = trainer(1, limit_val_batches=0)
+    t.fit(module, data)
+    assert t.global_step == 1
+    answers, rows, advantages, _ = seen[0]
+    assert len(seen) == 1 and rows == 2 and len(answers) == 1  # one group of two responses, not two groups
+    torch.testing.assert_close(torch.tensor(advantages), torch.tensor([1.0, -1.0]), atol=1e-3, rtol=0)
+    assert t.callback_metrics["train/trained_groups"] == 1 and t.callback_metrics["train/zero_spread_groups"] == 0.5
+
+
+def test_filter_groups_skips_rollouts_with_nothing_to_learn_and_gives_up_after_too_many(monkeypatch):
+    torch.manual_seed(0)
+    monkeypatch.setattr("mmr1.objectives.grpo.MAX_FLAT_ROLLOUTS", 3)
+    module = GRPOModule(group_size=2, micro_batch_size=2, max_new_tokens=4, filter_groups=True, overrides=SHALLOW)
+    fixed_rewards(module, [1.0, 1.0, 0.0, 0.0])  # every group's rewards are equal
+    data = RLPromptDataModule(config=module.config, batch_size=2, synth_train_size=8, synth_val_size=2)
+    before = {k: v.clone() for k, v in module.model.named_parameters()}
+    t = trainer(2, limit_val_batches=0)
+    with pytest.raises(RuntimeError, match="filter_groups: 3 rollouts in a row had no group whose rewards differ"):
+        t.fit(module, data)
+    assert t.global_step == 0
+    assert all(torch.equal(before[k], v) for k, v in module.model.named_parameters())
