@@ -8,7 +8,8 @@ Always (when some record in the batch has it):
 sft         input_ids / attention_mask / labels [B, T], right-padded; labels are -100 on
             the prompt and padding (unshifted: labels[t] is the token at t); with a `label`
             (an index, or one of the record's `choices`): class_labels [B] long
-rl          input_ids / attention_mask [B, T], LEFT-padded prompts for generation
+rl          input_ids / attention_mask [B, T], LEFT-padded prompts for generation; reasonings:
+            list[str], the records' reference reasoning ("" where one has none), when some record has it
 preference  chosen_* and rejected_* input_ids / attention_mask / labels, one width T
 paired      the media and caption text only (caption, else text, else reasoning) and text_keys [B]
             (rows with one key hold one text); where records carry a medium's own caption
@@ -107,6 +108,8 @@ class Collator:
                 batch[f"chosen_{key}"], batch[f"rejected_{key}"] = value.chunk(2)
         if any(e.get("answer") is not None for e in examples):
             batch["answers"] = [e.get("answer") or "" for e in examples]
+        if self.objective == "rl" and any(e.get("reasoning") for e in examples):
+            batch["reasonings"] = [e.get("reasoning") or "" for e in examples]  # what a reasoning reward compares
         if any(e.get("id") is not None for e in examples):
             batch["ids"] = [str(e.get("id") or "") for e in examples]
         return batch

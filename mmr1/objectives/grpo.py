@@ -27,7 +27,7 @@ from mmr1.objectives.frozen import FrozenModels, check_vocabulary
 from mmr1.objectives.reward_model import load_reward_model, score_rollout
 from mmr1.losses.grpo import check_loss_type, group_advantages, grpo_loss
 from mmr1 import metrics
-from mmr1.rl.rewards import Rewards
+from mmr1.rl.rewards import Rewards, reward_records
 from mmr1.rl.rollout import (Rollout, check_full_distribution, completion_logprobs, decode_completions, micro_batches,
                              rollout_logprobs, sample_groups, select_groups)
 
@@ -113,8 +113,7 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         rollout = sample_groups(self.model, batch, G, h.max_new_tokens, h.temperature, top_p=h.top_p,
                                 eos_token_id=self.tokenizer.eos_id)
         completions = decode_completions(self.tokenizer, rollout.completion_ids)
-        records = [{"answer": a} for a in batch["answers"] for _ in range(G)]
-        total, terms = self.rewards(completions, records)
+        total, terms = self.rewards(completions, reward_records(batch, G))
         rewards = torch.tensor(total, device=self.device)  # [B*G]
         learned = None  # [B*G] the reward model's scores
         if h.reward_model is not None:
@@ -197,7 +196,7 @@ class GRPOModule(FrozenModels, ObjectiveModule):
         out = self.model.generate(batch["input_ids"], batch["attention_mask"], generation=dict(
             max_new_tokens=h.max_new_tokens, eos_token_id=self.tokenizer.eos_id), **media_inputs(batch))
         completions = decode_completions(self.tokenizer, out[:, batch["input_ids"].shape[1]:])
-        total, _ = self.rewards(completions, [{"answer": a} for a in batch["answers"]])
+        total, _ = self.rewards(completions, reward_records(batch))
         n = batch_size(batch)
         self.log("val/reward", torch.tensor(total).mean(), batch_size=n, sync_dist=True)
         self.log("val/format_rate", metrics.format_rate(completions), batch_size=n, sync_dist=True)

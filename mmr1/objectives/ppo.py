@@ -19,7 +19,7 @@ from mmr1.objectives.frozen import FrozenModels, check_vocabulary
 from mmr1.objectives.reward_model import load_reward_model, score_rollout
 from mmr1.losses.language import token_logprobs
 from mmr1.losses.ppo import gae, kl_penalised_rewards, ppo_loss
-from mmr1.rl.rewards import Rewards
+from mmr1.rl.rewards import Rewards, reward_records
 from mmr1.rl.rollout import (Rollout, check_full_distribution, completion_forward, decode_completions, micro_batches,
                              rollout_logprobs, sample_groups)
 
@@ -125,7 +125,7 @@ class PPOModule(FrozenModels, ObjectiveModule):
         if self.rewards is None:
             return score_rollout(self._frozen["reward_model"], batch, rollout), {}
         completions = decode_completions(self.tokenizer, rollout.completion_ids)
-        total, terms = self.rewards(completions, [{"answer": a} for a in batch["answers"]])
+        total, terms = self.rewards(completions, reward_records(batch))
         return torch.tensor(total, device=self.device), terms
 
     def evaluate(self, batch: dict, rollout: Rollout, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Rule rewards for reasoning RL, each a small pure function `(completion, answer, **record) -> float`.
 
-Built in: `accuracy`, `format`, `language`. Users add their own by import path in the
+Built in: `accuracy`, `format`, `language`, `reasoning`. Users add their own by import path in the
 YAML (`rewards: {accuracy: 1.0, "my_pkg.rewards:length_penalty": 0.1}`).
 """
 
@@ -31,6 +31,28 @@ def accuracy_reward(completion: str, answer: Optional[str] = None, **record) -> 
     return float(metrics.correct(completion, answer))
 
 
+def reasoning_reward(completion: str, answer: Optional[str] = None, reasoning: Optional[str] = None,
+                     **record) -> float:
+    """ROUGE-L F-measure of the response's <think> text against the record's reference reasoning: a
+    perception reward (as Perception-R1 and Visual-RFT score what a model says it sees against the ground
+    truth) that tells apart responses whose final answers are equally right or wrong, e.g. "I see a red
+    circle" from "I see a red square"; a malformed response gets 0."""
+    if not reasoning:
+        raise ValueError("reasoning: the reasoning reward needs a reference reasoning in every record")
+    thought, _ = parse_response(completion)
+    if not metrics.well_formed(completion) or not thought:
+        return 0.0
+    return metrics.rouge_l([thought], [[reasoning]])
+
+
+def reward_records(batch: dict, repeat: int = 1) -> list[dict]:
+    """The reference fields rewards read (`answer`, and `reasoning` where the batch has it) of each prompt
+    in a batch, each repeated `repeat` times (once per sampled response, prompt-major)."""
+    fields = {"answer": batch["answers"], **({"reasoning": batch["reasonings"]} if "reasonings" in batch else {})}
+    rows = [dict(zip(fields, values)) for values in zip(*fields.values())]
+    return [row for row in rows for _ in range(repeat)]
+
+
 SCRIPTS = {"latin": ("LATIN",), "cyrillic": ("CYRILLIC",), "greek": ("GREEK",), "arabic": ("ARABIC",),
            "cjk": ("CJK", "HIRAGANA", "KATAKANA", "HANGUL")}  # script -> Unicode character-name prefixes
 
@@ -49,7 +71,8 @@ def language_reward(completion: str, answer: Optional[str] = None, script: str =
     return sum(unicodedata.name(c, "").startswith(prefixes) for c in letters) / len(letters)
 
 
-BUILTIN: dict[str, RewardFn] = {"accuracy": accuracy_reward, "format": format_reward, "language": language_reward}
+BUILTIN: dict[str, RewardFn] = {"accuracy": accuracy_reward, "format": format_reward, "language": language_reward,
+                                "reasoning": reasoning_reward}
 
 
 def resolve(name: str) -> RewardFn:

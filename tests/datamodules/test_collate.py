@@ -70,6 +70,8 @@ def test_rl_prompts_are_left_padded(tok):
     examples = [example(question="Q?", image=True), example(question="A longer question than the first?")]
     batch = Collator(tok, "rl")(examples)
     assert "labels" not in batch and batch["answers"] == ["3", "3"]
+    assert batch["reasonings"] == ["I see 3 shapes.", "I see 3 shapes."]  # what a reasoning reward compares
+    assert "reasonings" not in Collator(tok, "rl")([example(reasoning=None)])
     assert batch["attention_mask"][:, -1].all()  # generation continues every row from the last column
     for row, e in enumerate(examples):
         mask = batch["attention_mask"][row]

@@ -2,7 +2,8 @@
 
 import pytest
 
-from mmr1.rl.rewards import Rewards, accuracy_reward, format_reward, language_reward, resolve
+from mmr1.rl.rewards import (Rewards, accuracy_reward, format_reward, language_reward, reasoning_reward, resolve,
+                             reward_records)
 
 
 def r(reasoning: str, answer: str) -> str:
@@ -78,3 +79,22 @@ def test_weighted_sum_and_user_rewards_by_import_path():
         resolve("tests.rl.user_reward:missing")
     with pytest.raises(ValueError, match="needs a reference answer"):
         accuracy_reward(r("a", "5"), None)
+
+
+def test_reasoning_reward_scores_what_the_response_says_it_perceives_against_the_record():
+    truth = "I see a red circle and a blue square (1 square). 1 square."
+    assert reasoning_reward(r(truth, "1"), "1", reasoning=truth) == pytest.approx(1.0)
+    misread = reasoning_reward(r(truth.replace("circle", "triangle"), "1"), "1", reasoning=truth)
+    assert 0.8 < misread < 1.0  # one word of twelve wrong: the answer reward cannot tell these apart
+    assert reasoning_reward(r("I guess.", "1"), "1", reasoning=truth) < misread
+    assert reasoning_reward(f"<think>{truth}</think>", "1", reasoning=truth) == 0.0  # malformed
+    assert reasoning_reward(r("", "1"), "1", reasoning=truth) == 0.0  # no reasoning
+    with pytest.raises(ValueError, match="reasoning: the reasoning reward needs a reference reasoning"):
+        reasoning_reward(r(truth, "1"), "1")
+    assert Rewards({"reasoning": 1.0}).fns["reasoning"] is reasoning_reward
+
+
+def test_reward_records_repeat_each_prompt_s_references_once_per_response():
+    batch = {"answers": ["1", "2"], "reasonings": ["a", "b"]}
+    assert reward_records(batch, 2) == [{"answer": "1", "reasoning": "a"}] * 2 + [{"answer": "2", "reasoning": "b"}] * 2
+    assert reward_records({"answers": ["1"]}) == [{"answer": "1"}]
