@@ -239,8 +239,9 @@ class Pipeline:
         if model_folder is None:
             raise ValueError("a rejection-sampling stage needs a model: put it after a training stage or set init_from")
         options = self._resolve_refs(spec.get("sample"))
+        options.setdefault("rewards", self.recipe.rewards)  # the stage's own `rewards` may score what it keeps
         counts = rejection_sample(checkpoint=Path(model_folder), out=folder / "samples.jsonl", seed=self.recipe.seed,
-                                  rewards=self.recipe.rewards, summary=folder / "sampling.json", **options)
+                                  summary=folder / "sampling.json", **options)
         if not counts["written"]:
             raise ValueError(f"stage {folder.name!r}: rejection sampling kept none of {counts['samples']} samples "
                              f"(min_reward {options.get('min_reward')}); train the previous stage longer or lower "

@@ -159,3 +159,15 @@ def test_without_eval_manifest_the_built_in_records_are_written_once(tiny_checkp
     recipe = Recipe(out_dir=tmp_path, stages={"sft": {"objective": "sft", "steps": 1}}, eval_size=2)
     path = Pipeline(recipe).eval_manifest(tiny_checkpoint)
     assert path == tmp_path / "eval_data" / "test.jsonl" and len(path.read_text().splitlines()) == 2
+
+
+def test_a_sampling_stage_scores_with_its_own_rewards_else_the_recipe_s(tmp_path, monkeypatch):
+    from mmr1.pipeline import Pipeline
+
+    used = []
+    monkeypatch.setattr("mmr1.rl.rejection.rejection_sample", lambda **kw: used.append(kw["rewards"]) or {"written": 1})
+    recipe = Recipe(out_dir=tmp_path, stages={"rejection": {"objective": "sample"}}, rewards={"accuracy": 1.0})
+    pipeline = Pipeline(recipe)
+    pipeline._sample({"sample": {"min_reward": 1.0}}, tmp_path, tmp_path)
+    pipeline._sample({"sample": {"rewards": {"accuracy": 1.0, "reasoning": 1.0}}}, tmp_path, tmp_path)
+    assert used == [{"accuracy": 1.0}, {"accuracy": 1.0, "reasoning": 1.0}]
