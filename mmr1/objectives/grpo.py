@@ -9,7 +9,8 @@ The three batch-size knobs, all independent:
 `ppo_epochs` passes are made over each rollout (μ in the GRPO paper); each pass is one step.
 
 `loss_type` picks how token losses are averaged (`grpo`, `dr_grpo`, `dapo`; see
-`mmr1.losses.grpo.grpo_loss`); `dr_grpo` also drops the std scaling of the advantages. Log-probs
+`mmr1.losses.grpo.grpo_loss`); `dr_grpo` also drops the std scaling of the advantages. `filter_groups`
+updates on the groups whose rewards differ only (DAPO's dynamic sampling). Log-probs
 are taken on the distribution the responses were sampled from (temperature-scaled logits, no
 dropout or SpecAugment), so the first ratio is 1 and the KL to an unchanged reference is 0. The core reads
 each prompt once for its G responses (`completion_forward`'s share_prompt), in scoring and in the update.
