@@ -103,9 +103,11 @@ def sampled_pass_at_k(qa: QAPipeline, manifest: Union[str, Path], k: int, batch_
 
 
 def prediction(record: dict, result: QAResult) -> dict:
-    """One line of a predictions file: the record's id, question and reference, the model's response."""
+    """One line of a predictions file: the record's id, question, reference answer and reasoning, the model's
+    response."""
     reference = record.get("answer")
     return {"id": record.get("id"), "question": record["question"], "reference": reference,
+            "reference_reasoning": record.get("reasoning"),
             "answer": result.answer, "reasoning": result.reasoning, "text": result.text,
             "correct": None if reference is None else metrics.correct(result.text, reference)}
 

@@ -147,7 +147,10 @@ def test_every_stage_is_scored_on_the_users_eval_manifest(tiny_checkpoint, tmp_p
     metrics = evaluate(tiny_checkpoint, recipe, manifest, tmp_path)
     assert metrics["eval_records"] == 3
     assert {"accuracy", "format_rate", "mean_reward", "accuracy_no_image", "accuracy_no_audio"} <= set(metrics)
-    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 3
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["reference_reasoning"] for r in rows)  # what a reasoning reward compares
+    recipe.rewards = {"reasoning": 1.0}  # a recipe-level reasoning reward scores the predictions too
+    assert 0.0 <= evaluate(tiny_checkpoint, recipe, manifest, tmp_path / "r")["mean_reward"] <= 1.0
     recipe.eval_manifest = str(tmp_path / "missing.jsonl")
     with pytest.raises(FileNotFoundError, match="eval_manifest: .*missing.jsonl"):
         Pipeline(recipe).eval_manifest(tiny_checkpoint)
