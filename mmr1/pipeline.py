@@ -254,16 +254,15 @@ def evaluate(model_folder: Path, recipe: Recipe, manifest: Path, folder: Path) -
     each modality)."""
     from mmr1.evaluate import evaluate as score
     from mmr1.inference import QAPipeline
-    from mmr1.rl.rewards import Rewards, reward_records
+    from mmr1.rl.rewards import Rewards
 
     qa = QAPipeline.from_pretrained(model_folder)
     options = {"batch_size": recipe.eval_batch_size, "progress": False, "max_new_tokens": recipe.max_new_tokens}
     summary = score(qa, manifest, output=folder / "predictions.jsonl", **options)
     rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
-    references = {"answers": [r["reference"] for r in rows]}
-    if any(r.get("reference_reasoning") for r in rows):
-        references["reasonings"] = [r.get("reference_reasoning") or "" for r in rows]
-    total, _ = Rewards(recipe.rewards)([r["text"] for r in rows], reward_records(references))
+    records = [{"answer": r["reference"], **({"reasoning": r["reference_reasoning"]} if r.get("reference_reasoning")
+                                             else {})} for r in rows]  # what the rewards compare with
+    total, _ = Rewards(recipe.rewards)([r["text"] for r in rows], records)
     return {
         "accuracy": round(summary.get("accuracy", 0.0), 4),
         "format_rate": round(summary["format_rate"], 4),
