@@ -52,6 +52,7 @@ class MultimodalDataModule(L.LightningDataModule):
         tokenizer: Optional[str] = None,
         text_tokenizer: Optional[str] = None,
         batch_size: int = 16,
+        eval_batch_size: Optional[int] = None,
         num_workers: int = 0,
         seed: int = 0,
         skip_bad_records: bool = False,
@@ -72,6 +73,8 @@ class MultimodalDataModule(L.LightningDataModule):
             tokenizer: a tokenizer folder; None = `Tokenizer.default()` (the tiny preset's vocabulary).
             text_tokenizer: folder for the text encoder's ids; None = config.text.pretrained, else `tokenizer`.
             batch_size / num_workers: per process (per GPU under DDP).
+            eval_batch_size: of the val, test and predict loaders (e.g. larger for RL's greedy validation);
+                None = batch_size.
             seed: seed of the synthetic splits.
             skip_bad_records: leave bad records out of their batch (never replaced) and report each once,
                 with totals per epoch and per run (`BadRecordReport`), instead of raising.
@@ -84,6 +87,8 @@ class MultimodalDataModule(L.LightningDataModule):
             audio_augment: its waveform settings; None = `AudioAugment()` (none; SpecAugment is the encoder's).
         """
         super().__init__()
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size: expected None or >= 1, got {eval_batch_size}")
         self.save_hyperparameters(ignore=["config"])  # under LightningCLI, as written in the config
         self.image_augment = _settings(ImageAugment, image_augment, "image_augment")
         self.audio_augment = _settings(AudioAugment, audio_augment, "audio_augment")
@@ -132,7 +137,8 @@ class MultimodalDataModule(L.LightningDataModule):
         if split not in self.datasets:
             return []
         workers = self.hparams.num_workers
-        return DataLoader(self.datasets[split], batch_size=self.hparams.batch_size, shuffle=shuffle,
+        size = self.hparams.batch_size if split == "train" else self.hparams.eval_batch_size or self.hparams.batch_size
+        return DataLoader(self.datasets[split], batch_size=size, shuffle=shuffle,
                           num_workers=workers, persistent_workers=workers > 0, collate_fn=self.collator)
 
     def train_dataloader(self) -> DataLoader | list:

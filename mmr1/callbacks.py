@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -175,10 +176,60 @@ def _tuples(x: Any) -> Any:
     return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
+class StartCandidate(L.Callback):
+    """Makes the model a run starts from (the module's `init_from` folder) a candidate for its export, scored as
+    every checkpoint is: `validate_start` validates it before fit with the monitoring checkpoint's metric, and
+    when fit ends `ExportBest` exports that folder itself unless a checkpoint scored strictly better
+    (transformers' `load_best_model_at_end`, with step 0 among the candidates). A fine-tuning run then never
+    hands on a model that does worse on its validation set than the one it was given. Its score travels in
+    the checkpoints, so a resumed run keeps the start's."""
+
+    def __init__(self) -> None:
+        self.score: Optional[float] = None  # the start's monitored metric; None until validated
+        self.folder: Optional[str] = None  # the start's model folder
+        self.kept: Optional[bool] = None  # when fit has ended: whether the start was exported
+
+    def beaten_by(self, checkpoint: Any) -> bool:
+        """Whether the monitoring ModelCheckpoint's best score is strictly better than the start's."""
+        best = checkpoint.best_model_score
+        if best is None or not checkpoint.best_model_path:
+            return False
+        best = float(best)
+        return best > self.score if checkpoint.mode == "max" else best < self.score
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"score": self.score, "folder": self.folder}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.score, self.folder = state_dict["score"], state_dict["folder"]
+
+
+def validate_start(trainer: L.Trainer, module: L.LightningModule, datamodule: Any,
+                   ckpt_path: Optional[str] = None) -> None:
+    """With a `StartCandidate` among the trainer's callbacks and no checkpoint to resume (`ckpt_path`), score
+    the start model: one `trainer.validate` before fit (logged at step 0). Call it just before `trainer.fit`."""
+    candidate = next((c for c in trainer.callbacks if isinstance(c, StartCandidate)), None)
+    if candidate is None or (ckpt_path is not None and Path(ckpt_path).is_file()):
+        return
+    monitoring = trainer.checkpoint_callback
+    if monitoring is None or not monitoring.monitor:
+        raise ValueError("StartCandidate: needs a checkpoint callback with a monitor (checkpoint.monitor), "
+                         "to score the start and the checkpoints alike")
+    folder = getattr(module, "init_from", None)
+    if folder is None:
+        raise ValueError("StartCandidate: the run starts from no model folder; set the model's init_from")
+    metrics = trainer.validate(module, datamodule, verbose=False)[0]
+    if monitoring.monitor not in metrics:
+        raise ValueError(f"StartCandidate: validation logged no {monitoring.monitor!r} (checkpoint.monitor); "
+                         f"it logged {sorted(metrics)}")
+    candidate.score, candidate.folder = float(metrics[monitoring.monitor]), str(folder)
+
+
 class ExportBest(L.Callback):
     """When fit ends, write the best checkpoint's model (by the checkpoint callback's monitor) to
     `<run dir>/export` and print `exported <folder>`; with no monitor (`checkpoint.monitor: null`),
-    the weights fit ended with."""
+    the weights fit ended with. With a validated `StartCandidate` that no checkpoint beat, a copy of the start's
+    model folder."""
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -189,7 +240,16 @@ class ExportBest(L.Callback):
         folder = Path(trainer.log_dir or trainer.default_root_dir) / "export"
         callback = trainer.checkpoint_callback
         path = callback and callback.monitor and callback.best_model_path
-        if path:
+        start = next((c for c in trainer.callbacks if isinstance(c, StartCandidate) and c.score is not None), None)
+        if start is not None:
+            start.kept = not start.beaten_by(callback)
+            best = "none" if callback.best_model_score is None else f"{float(callback.best_model_score):.4f}"
+            print(f"{callback.monitor}: start {start.score:.4f}, best checkpoint {best}; exporting "
+                  f"{'the start model ' + start.folder if start.kept else path}", flush=True)
+        if start is not None and start.kept:
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(start.folder, folder)
+        elif path:
             export_ckpt(path, folder)
         else:
             pl_module.export_model().save_pretrained(folder, pl_module.tokenizer or Tokenizer.default())

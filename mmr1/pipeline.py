@@ -42,7 +42,8 @@ TRAINING = {
     "distill": ("mmr1.objectives.DistillModule", "mmr1.datamodules.datamodules.SFTDataModule"),
 }
 SAMPLING = "sample"
-STAGE_KEYS = {"objective", "steps", "model", "data", "trainer", "init_from", "checkpoint_every", "sample"}
+SELECT_KEYS = {"monitor", "mode", "every", "keep_start"}
+STAGE_KEYS = {"objective", "steps", "model", "data", "trainer", "init_from", "checkpoint_every", "sample", "select"}
 
 
 @dataclass
@@ -86,6 +87,12 @@ class Recipe:
             raise ValueError(f"{path}: stage {name!r}: unknown key(s) {unknown}; expected some of {sorted(STAGE_KEYS)}")
         if objective in TRAINING and not spec.get("steps"):
             raise ValueError(f"{path}: stage {name!r}: 'steps' (optimizer steps) is required")
+        select = spec.get("select")
+        if select is not None:
+            if objective not in TRAINING or not isinstance(select, dict) or set(select) - SELECT_KEYS \
+                    or not {"monitor", "mode", "every"} <= set(select):
+                raise ValueError(f"{path}: stage {name!r}: select: expected a training stage's "
+                                 f"{{monitor, mode, every[, keep_start]}}, got {select!r}")
 
 
 class Pipeline:
@@ -146,7 +153,7 @@ class Pipeline:
             model_folder = self._train(name, spec, previous_model, folder)
         metrics = evaluate(model_folder, self.recipe, self.eval_manifest(model_folder), folder)
         metrics["minutes"] = round((time.perf_counter() - start) / 60, 2)
-        for extra in ("sampling.json", "retrieval.json"):
+        for extra in ("sampling.json", "retrieval.json", "selection.json"):
             if (folder / extra).is_file():
                 metrics.update(json.loads((folder / extra).read_text()))
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -181,7 +188,7 @@ class Pipeline:
         from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
         from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-        from mmr1.callbacks import add_run_callbacks
+        from mmr1.callbacks import StartCandidate, add_run_callbacks, validate_start
 
         module_path, data_path = TRAINING[spec["objective"]]
         model_args = self._resolve_refs(spec.get("model"))
@@ -202,13 +209,30 @@ class Pipeline:
                                       every_n_train_steps=spec.get("checkpoint_every", 50))
         trainer_args = {"accelerator": "auto", "devices": 1, "max_steps": spec["steps"], "limit_val_batches": 0,
                         "log_every_n_steps": 10, "enable_progress_bar": self.progress,
-                        "enable_model_summary": False, **(spec.get("trainer") or {})}
-        loggers = [CSVLogger(folder, name="", version=""), TensorBoardLogger(folder, name="", version="")]  # as fit
+                        "enable_model_summary": False}
         callbacks = [checkpoints] + ([RichProgressBar()] if self.progress else [])
+        select = spec.get("select")
+        if select:  # validate every `every` steps and export the best (the start too with keep_start); the
+            # monitoring checkpoint comes first, as `trainer.checkpoint_callback` (ExportBest reads it)
+            best = ModelCheckpoint(dirpath=folder / "checkpoints", filename="best-{step}", monitor=select["monitor"],
+                                   mode=select["mode"], save_top_k=1)
+            callbacks = [best] + callbacks + ([StartCandidate()] if select.get("keep_start") else [])
+            trainer_args.update(limit_val_batches=1.0, val_check_interval=select["every"], num_sanity_val_steps=0)
+        trainer_args.update(spec.get("trainer") or {})
+        loggers = [CSVLogger(folder, name="", version=""), TensorBoardLogger(folder, name="", version="")]  # as fit
         trainer = add_run_callbacks(L.Trainer(logger=loggers, default_root_dir=folder, callbacks=callbacks,
                                               **trainer_args))
         last = folder / "checkpoints" / "last.ckpt"
-        trainer.fit(module, data, ckpt_path=str(last) if last.is_file() else None)
+        resume = str(last) if last.is_file() else None
+        validate_start(trainer, module, data, resume)
+        trainer.fit(module, data, ckpt_path=resume)
+        start = next((c for c in trainer.callbacks if isinstance(c, StartCandidate)), None)
+        if start is not None and start.kept is not None:
+            best_score = trainer.checkpoint_callback.best_model_score
+            (folder / "selection.json").write_text(json.dumps({
+                "selected": "start" if start.kept else Path(trainer.checkpoint_callback.best_model_path).stem,
+                "start_score": round(start.score, 4),
+                "best_score": None if best_score is None else round(float(best_score), 4)}, indent=2) + "\n")
         if spec["objective"] == "contrastive":  # retrieval R@1 on held-out pairs, beside chance
             checker = L.Trainer(accelerator=trainer_args["accelerator"], devices=1, logger=False,
                                 enable_progress_bar=False, enable_model_summary=False)

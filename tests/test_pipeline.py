@@ -174,3 +174,30 @@ def test_a_sampling_stage_scores_with_its_own_rewards_else_the_recipe_s(tmp_path
     pipeline._sample({"sample": {"min_reward": 1.0}}, tmp_path, tmp_path)
     pipeline._sample({"sample": {"rewards": {"accuracy": 1.0, "reasoning": 1.0}}}, tmp_path, tmp_path)
     assert used == [{"accuracy": 1.0}, {"accuracy": 1.0, "reasoning": 1.0}]
+
+
+def test_a_selecting_stage_exports_the_best_of_its_start_and_its_checkpoints(tiny_checkpoint, tmp_path):
+    """`select`: GRPO validated every step on the val split; at lr 0 no checkpoint beats the start, which is kept."""
+    from mmr1.pipeline import Pipeline
+
+    grpo = {"objective": "grpo", "steps": 2, "init_from": str(tiny_checkpoint),
+            "select": {"monitor": "val/accuracy", "mode": "max", "every": 1, "keep_start": True},
+            "model": {"lr": 0.0, "group_size": 2, "micro_batch_size": 4, "max_new_tokens": 4},
+            "data": {**SMALL, "eval_batch_size": 4}}
+    recipe = Recipe(out_dir=tmp_path, stages={"grpo": grpo}, eval_size=2, max_new_tokens=4)
+    Pipeline(recipe, progress=False).run()
+    metrics = json.loads((tmp_path / "grpo" / "metrics.json").read_text())
+    assert metrics["selected"] == "start" and metrics["start_score"] == metrics["best_score"]
+    assert (tmp_path / "grpo" / "export" / "model.safetensors").read_bytes() == \
+        (tiny_checkpoint / "model.safetensors").read_bytes()
+    rows = (tmp_path / "grpo" / "metrics.csv").read_text().splitlines()
+    accuracy = rows[0].split(",").index("val/accuracy")
+    assert sum(bool(row.split(",")[accuracy]) for row in rows[1:]) == 3  # the start, then after each step
+
+
+def test_select_is_checked_with_the_stage(tmp_path):
+    config = tmp_path / "r.yaml"
+    config.write_text(yaml.safe_dump({"stages": {"g": {"objective": "grpo", "steps": 1,
+                                                       "select": {"monitor": "val/accuracy"}}}}))
+    with pytest.raises(ValueError, match="stage 'g': select: expected a training stage's"):
+        Recipe.from_file(config)

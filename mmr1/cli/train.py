@@ -4,9 +4,10 @@ The model's Config is linked into the datamodule (`data.config`), so the inputs 
 the model being trained. A run's folder is `<trainer.default_root_dir>/lightning_logs/version_N`
 (unless the config names its own loggers): metrics.csv and TensorBoard events, `checkpoints/` with
 the last (every `last_checkpoint.every_n_train_steps`) and the best (val/loss) weights, and
-`export/`, the best weights as a checkpoint folder when fit ends. Checkpoint files are written atomically, and
-`--ckpt_path last` after a crash continues with the same data order and RNG states as an
-uninterrupted run (`mmr1.callbacks`). Bad input (a wrong option, a config that does not validate,
+`export/`, the best weights as a checkpoint folder when fit ends (or the start model's, with the
+`mmr1.callbacks.StartCandidate` callback, when no checkpoint beat it on validation). Checkpoint files are
+written atomically, and `--ckpt_path last` after a crash continues with the same data order and RNG states
+as an uninterrupted run (`mmr1.callbacks`). Bad input (a wrong option, a config that does not validate,
 an `init_from` folder that does not load) is one line, as for every command.
 """
 
@@ -20,7 +21,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 
-from mmr1.callbacks import add_run_callbacks
+from mmr1.callbacks import add_run_callbacks, validate_start
 from mmr1.objectives.base import ObjectiveModule
 
 
@@ -55,6 +56,12 @@ class TrainingCLI(LightningCLI):
         if config.get("logger") in (None, True):
             kwargs["logger"] = self._run_loggers(Path(config.get("default_root_dir") or "."))
         return add_run_callbacks(super().instantiate_trainer(**kwargs))
+
+    def before_fit(self) -> None:
+        """With `mmr1.callbacks.StartCandidate` among `trainer.callbacks`, scores the start model before fit
+        (unless resuming), so the export is the best of the start and the checkpoints."""
+        arguments = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        validate_start(self.trainer, self.model, self.datamodule, arguments.get("ckpt_path"))
 
     def _run_loggers(self, root: Path) -> list:
         """CSV (`mmr1 plot`) and TensorBoard loggers sharing the run folder `root/lightning_logs/version_N`,

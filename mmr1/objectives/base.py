@@ -175,6 +175,11 @@ class ObjectiveModule(L.LightningModule):
     def config(self) -> Config:
         return self.model.config
 
+    @property
+    def init_from(self) -> Optional[str]:
+        """The model folder this module started from; None when built from a preset."""
+        return self._init_from
+
     def export_model(self) -> MultimodalModel:
         """The model to save: a merged copy when training LoRA adapters, else the model itself."""
         if self.hparams.lora is None:

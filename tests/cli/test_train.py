@@ -134,3 +134,52 @@ def test_lora_fit_exports_merged_plain_weights(tmp_path, monkeypatch):
     merged, _ = load_model(tmp_path / "checkpoints" / "last.ckpt")
     for name, value in merged.state_dict().items():
         torch.testing.assert_close(exported.state_dict()[name], value)
+
+
+def start_candidate_fit(start: Path, root: Path, *extra: str) -> Path:
+    """4 SFT steps of configs/tiny_sft.yaml from `start`, validated every 2, with `StartCandidate`; the run folder."""
+    cli_main(["fit", "--config", str(CONFIGS[[c.name for c in CONFIGS].index("tiny_sft.yaml")]),
+              "--model.init_args.init_from", str(start), "--trainer.callbacks+=mmr1.callbacks.StartCandidate",
+              "--trainer.max_steps", "4", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
+              "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root),
+              "--data.init_args.batch_size", "2", "--data.init_args.synth_train_size", "8",
+              "--data.init_args.synth_val_size", "2", *extra])
+    return root / "lightning_logs" / "version_0"
+
+
+def test_start_candidate_exports_the_start_unless_a_checkpoint_beats_it(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["mmr1"])
+    # lr 0: every checkpoint scores what the start does, and a tie keeps the start, byte for byte
+    run = start_candidate_fit(tiny_checkpoint, tmp_path / "tie", "--model.init_args.lr", "0.0")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"exported {run / 'export'}" and f"exporting the start model {tiny_checkpoint}" in lines[-2]
+    assert (run / "export" / "model.safetensors").read_bytes() == (tiny_checkpoint / "model.safetensors").read_bytes()
+    rows = (run / "metrics.csv").read_text().splitlines()  # epoch,step,val/loss: the start's at step 0, then 2
+    assert rows[0] == "epoch,step,val/loss" and rows[1].startswith("0,0,") and len(rows) == 4
+    # a real lr: the checkpoint's val/loss beats the random start's, and that checkpoint is exported
+    run = start_candidate_fit(tiny_checkpoint, tmp_path / "trained", "--model.init_args.lr", "0.003")
+    best = run / "checkpoints" / "best-step=4.ckpt"
+    assert f"exporting {best}" in capsys.readouterr().out
+    trained = MultimodalModel.from_pretrained(run / "export")
+    state = torch.load(best, weights_only=True)["state_dict"]
+    torch.testing.assert_close(trained.core.embed_tokens.weight, state["model.core.embed_tokens.weight"])
+    start = MultimodalModel.from_pretrained(tiny_checkpoint)
+    assert not torch.equal(trained.core.embed_tokens.weight, start.core.embed_tokens.weight)
+
+
+def test_start_candidate_needs_a_start_folder_and_the_monitored_metric(tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["mmr1"])
+    with pytest.raises(ValueError, match="StartCandidate: the run starts from no model folder"):
+        start_candidate_fit(Path("unused"), tmp_path / "a", "--model.init_args.init_from", "null")
+    with pytest.raises(ValueError, match="StartCandidate: validation logged no 'val/nothing'"):
+        start_candidate_fit(tiny_checkpoint, tmp_path / "b", "--checkpoint.monitor", "val/nothing")
+
+
+def test_start_candidate_score_travels_in_the_checkpoint():
+    from mmr1.callbacks import StartCandidate
+
+    candidate = StartCandidate()
+    candidate.score, candidate.folder = 0.5, "runs/x/export"
+    resumed = StartCandidate()
+    resumed.load_state_dict(candidate.state_dict())
+    assert (resumed.score, resumed.folder) == (0.5, "runs/x/export")

