@@ -16,7 +16,9 @@ no media), packed into blocks: its `data:` takes `TextDataModule`'s options, and
 the text of `synth_train_size` built-in training records, written to `<stage>/text.jsonl`.
 A value "@stage" refers to another stage's output: its model folder, or for a
 rejection-sampling stage its manifest. `init_from: scratch` starts a stage from the preset
-(e.g. a smaller distillation student).
+(e.g. a smaller distillation student). `select: {monitor, mode, every[, keep_start]}` validates a training
+stage every `every` steps and exports its best checkpoint by `monitor`, or with `keep_start: true` the model it
+started from when no checkpoint beats it (`mmr1.callbacks.StartCandidate`; the choice goes to metrics.json).
 """
 
 from __future__ import annotations
