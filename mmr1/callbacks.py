@@ -1,5 +1,6 @@
 """Fault tolerance for `mmr1 fit`: atomic checkpoint files, an exactly resumable data order, and a stop
-before non-finite weights can be saved.
+before non-finite weights can be saved; and the export of the best weights (`ExportBest`), the start model's
+among them with `StartCandidate`.
 
 Lightning 2.6 restores the epoch and the batch index of a mid-epoch checkpoint, but a plain
 DataLoader restarts its epoch from the first batch of a fresh shuffle, and the global RNG
@@ -11,6 +12,7 @@ batches already trained in its epoch, and the RNG states travel in the checkpoin
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import shutil
@@ -222,7 +224,10 @@ def validate_start(trainer: L.Trainer, module: L.LightningModule, datamodule: An
     if monitoring.monitor not in metrics:
         raise ValueError(f"StartCandidate: validation logged no {monitoring.monitor!r} (checkpoint.monitor); "
                          f"it logged {sorted(metrics)}")
-    candidate.score, candidate.folder = float(metrics[monitoring.monitor]), str(folder)
+    score = float(metrics[monitoring.monitor])
+    if not math.isfinite(score):
+        raise ValueError(f"StartCandidate: the start model's {monitoring.monitor} is {score}; expected a finite value")
+    candidate.score, candidate.folder = score, str(folder)
 
 
 class ExportBest(L.Callback):

@@ -173,6 +173,9 @@ def test_start_candidate_needs_a_start_folder_and_the_monitored_metric(tiny_chec
         start_candidate_fit(Path("unused"), tmp_path / "a", "--model.init_args.init_from", "null")
     with pytest.raises(ValueError, match="StartCandidate: validation logged no 'val/nothing'"):
         start_candidate_fit(tiny_checkpoint, tmp_path / "b", "--checkpoint.monitor", "val/nothing")
+    monkeypatch.setattr("lightning.Trainer.validate", lambda *args, **kwargs: [{"val/loss": float("nan")}])
+    with pytest.raises(ValueError, match="StartCandidate: the start model's val/loss is nan; expected a finite"):
+        start_candidate_fit(tiny_checkpoint, tmp_path / "c")
 
 
 def test_start_candidate_score_travels_in_the_checkpoint():
