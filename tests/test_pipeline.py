@@ -31,6 +31,8 @@ def micro_recipe(out_dir: Path) -> dict:
                                                          if "train_manifest" not in stage.get("data", {})}}
         if stage["objective"] == "grpo":
             stage["model"].update(group_size=2, micro_batch_size=4, max_new_tokens=8)
+        if "select" in stage:
+            stage["select"]["every"] = 1
         if stage["objective"] == "sample":
             stage["sample"].update(synth_n=4, n=2, min_reward=0.0, max_new_tokens=8)
     return recipe
