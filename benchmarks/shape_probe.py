@@ -43,7 +43,8 @@ from mmr1.datamodules.synth import COLOURS, KINDS, Shape, Synth, _shapes, render
 from mmr1.encoders.vision import VisionEncoder
 
 PROBE_FIT, PROBE_TEST = 400, 400
-MIN_COVER = 24  # pixels of its 8×8 patch a shape's box must cover for the token to be labelled with it
+MIN_COVER = 0.375  # share of its patch (24 pixels of an 8×8 one) a shape's box must cover for the token to be
+# labelled with it
 
 
 def single_shapes(n: int, seed: int, image_size: int = 32) -> list[tuple[Image.Image, int, int]]:
@@ -81,7 +82,7 @@ def probe(checkpoint: str) -> dict[str, float]:
 
 def patch_labels(shapes: tuple[Shape, ...], grid: int, patch: int) -> list[Shape | None]:
     """The shape under each patch, row-major: the one shape whose box covers at least MIN_COVER of the patch's
-    pixels and no other shape's box touching it; None for empty or shared patches."""
+    area and no other shape's box touching it; None for empty or shared patches."""
     labels = []
     for row in range(grid):
         for column in range(grid):
@@ -91,7 +92,7 @@ def patch_labels(shapes: tuple[Shape, ...], grid: int, patch: int) -> list[Shape
                 dy = min((row + 1) * patch, shape.y + shape.size) - max(row * patch, shape.y)
                 if dx > 0 and dy > 0:
                     covers.append((shape, dx * dy))
-            labels.append(covers[0][0] if len(covers) == 1 and covers[0][1] >= MIN_COVER else None)
+            labels.append(covers[0][0] if len(covers) == 1 and covers[0][1] >= MIN_COVER * patch * patch else None)
     return labels
 
 

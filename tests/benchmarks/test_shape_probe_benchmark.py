@@ -39,6 +39,9 @@ def test_patch_labels_name_the_one_shape_covering_a_patch():
     assert patch_labels((big, small, left, right), grid=2, patch=8) == [big, None, None, None]
     alone = Shape("circle", "blue", 6, 9, 1)
     assert patch_labels((alone,), grid=2, patch=8) == [None, alone, None, None]
+    # 4-pixel patches: the share of the patch counts, so a quarter-covered patch is too little here too
+    assert patch_labels((Shape("square", "red", 3, 0, 0), Shape("square", "red", 1, 5, 1)), grid=2, patch=4) == \
+        [Shape("square", "red", 3, 0, 0), None, None, None]
 
 
 def test_nearest_mean_scores_separable_states_and_flipped_labels():
