@@ -269,6 +269,15 @@ def pad(rows: list[list[int]], value: int, left: bool = False) -> tuple[torch.Te
     return ids, mask
 
 
+def prompts_of(input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor,
+               pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts of an sft batch (right-padded input_ids / labels / attention_mask [B, T]: the tokens before
+    the first label), LEFT-padded for generation as rl batches are: ids [B, P] long, mask [B, P] bool."""
+    prompt = attention_mask.bool() & (labels == IGNORE)  # [B, T]
+    lengths = prompt.long().cumprod(dim=1).sum(dim=1)  # [B]: the prompt runs until the first label
+    return pad([row[:n].tolist() for row, n in zip(input_ids, lengths.tolist())], pad_id, left=True)
+
+
 def class_index(example: dict) -> int:
     """The class of a record: its `label` as an index, or the position of the `label` string in its `choices`."""
     label, choices = example.get("label"), example.get("choices") or []

@@ -206,6 +206,8 @@ class Pipeline:
             data_args = self._text_corpus(data_args, module.config, folder)
         if init_from is not None and (Path(init_from) / "tokenizer.json").is_file():
             data_args.setdefault("tokenizer", str(init_from))
+        if spec.get("select") and data_args.get("train_manifest") and not data_args.get("val_manifest"):
+            data_args["val_manifest"] = str(self._val_manifest(name, data_args, module.config, folder))
         data = _load(data_path)(config=module.config, **data_args)
         checkpoints = ModelCheckpoint(dirpath=folder / "checkpoints", save_last=True,
                                       every_n_train_steps=spec.get("checkpoint_every", 50))
@@ -219,7 +221,8 @@ class Pipeline:
             best = ModelCheckpoint(dirpath=folder / "checkpoints", filename="best-{step}", monitor=select["monitor"],
                                    mode=select["mode"], save_top_k=1)
             callbacks = [best] + callbacks + ([StartCandidate()] if select.get("keep_start") else [])
-            trainer_args.update(limit_val_batches=1.0, val_check_interval=select["every"], num_sanity_val_steps=0)
+            trainer_args.update(limit_val_batches=1.0, val_check_interval=select["every"], num_sanity_val_steps=0,
+                                check_val_every_n_epoch=None)  # every `every` steps, across epochs
         trainer_args.update(spec.get("trainer") or {})
         loggers = [CSVLogger(folder, name="", version=""), TensorBoardLogger(folder, name="", version="")]  # as fit
         trainer = add_run_callbacks(L.Trainer(logger=loggers, default_root_dir=folder, callbacks=callbacks,
@@ -243,6 +246,18 @@ class Pipeline:
             recall["r1_chance"] = round(1 / data.hparams.batch_size, 4)
             (folder / "retrieval.json").write_text(json.dumps(recall, indent=2) + "\n")
         return folder / "export"  # written by ExportBest (mmr1.callbacks) when fit ended
+
+    def _val_manifest(self, name: str, data_args: dict, config, folder: Path) -> Path:
+        """A selecting stage that trains on a manifest of its own validates on the built-in val records the
+        synthetic stages validate on (`synth_val_size` of them, the recipe's seed), written under the stage;
+        with the user's `eval_manifest`, it must name its own `val_manifest`."""
+        if self.recipe.eval_manifest is not None:
+            raise ValueError(f"stage {name!r}: select validates on a val split; give data.val_manifest beside "
+                             f"train_manifest {data_args['train_manifest']}")
+        from mmr1.datamodules.synth import write
+
+        return write(folder / "val_data", data_args.get("synth_val_size", 200), self.recipe.seed, "val",
+                     image_size=config.vision.image_size if config.vision is not None else 32)
 
     def _text_corpus(self, data_args: dict, config, folder: Path) -> dict:
         """A clm stage's data: its `train_files`, else the text of `synth_train_size` built-in training records."""

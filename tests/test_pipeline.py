@@ -203,3 +203,26 @@ def test_select_is_checked_with_the_stage(tmp_path):
                                                        "select": {"monitor": "val/accuracy"}}}}))
     with pytest.raises(ValueError, match="stage 'g': select: expected a training stage's"):
         Recipe.from_file(config)
+
+
+def test_a_selecting_stage_on_its_own_manifest_validates_on_built_in_val_records(tiny_checkpoint, tmp_path):
+    """SFT on a manifest (as after rejection sampling) with `select`: the val records are written for it (the ones
+    the synthetic stages validate on); with the user's eval_manifest it must name its own val_manifest."""
+    from mmr1.datamodules import synth
+    from mmr1.pipeline import Pipeline
+
+    train = synth.write(tmp_path / "train", 2, split="train")  # one batch per epoch: validation counts steps
+    sft = {"objective": "sft", "steps": 2, "init_from": str(tiny_checkpoint),
+           "select": {"monitor": "val/accuracy", "mode": "max", "every": 2, "keep_start": True},
+           "model": {"lr": 0.0, "val_max_new_tokens": 4},
+           "data": {"batch_size": 2, "train_manifest": str(train), "synth_val_size": 3}}
+    Pipeline(Recipe(out_dir=tmp_path / "run", stages={"sft": sft}, eval_size=2, max_new_tokens=4), progress=False).run()
+    written = [json.loads(line)["id"] for line in (tmp_path / "run" / "sft" / "val_data" / "val.jsonl").open()]
+    assert written == [synth.Synth(0, "val").spec(i).id for i in range(3)]
+    assert json.loads((tmp_path / "run" / "sft" / "metrics.json").read_text())["selected"] == "start"
+    rows = (tmp_path / "run" / "sft" / "metrics.csv").read_text().splitlines()
+    accuracy = rows[0].split(",").index("val/accuracy")
+    assert sum(bool(row.split(",")[accuracy]) for row in rows[1:]) == 2  # the start, then after step 2
+    mine = Recipe(out_dir=tmp_path / "mine", stages={"sft": sft}, eval_manifest=str(train), max_new_tokens=4)
+    with pytest.raises(ValueError, match="stage 'sft': select validates on a val split; give data.val_manifest"):
+        Pipeline(mine, progress=False).run()

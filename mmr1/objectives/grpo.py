@@ -22,15 +22,14 @@ from typing import Mapping, Optional
 
 import torch
 
-from mmr1.model import media_inputs
 from mmr1.objectives.base import ObjectiveModule, batch_size, reference_copy
 from mmr1.objectives.frozen import FrozenModels, check_vocabulary
 from mmr1.objectives.reward_model import load_reward_model, score_rollout
 from mmr1.losses.grpo import check_loss_type, group_advantages, grpo_loss
 from mmr1 import metrics
 from mmr1.rl.rewards import Rewards, reward_records
-from mmr1.rl.rollout import (Rollout, check_full_distribution, completion_logprobs, decode_completions, micro_batches,
-                             rollout_logprobs, sample_groups, select_groups)
+from mmr1.rl.rollout import (Rollout, check_full_distribution, completion_logprobs, decode_completions,
+                             greedy_completions, micro_batches, rollout_logprobs, sample_groups, select_groups)
 
 MAX_FLAT_ROLLOUTS = 100  # filter_groups: rollouts in a row without a group to learn from before giving up
 
@@ -193,10 +192,8 @@ class GRPOModule(FrozenModels, ObjectiveModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Greedy answers to held-out prompts: accuracy, format rate and mean rule reward (no reward model)."""
-        h = self.hparams
-        out = self.model.generate(batch["input_ids"], batch["attention_mask"], generation=dict(
-            max_new_tokens=h.max_new_tokens, eos_token_id=self.tokenizer.eos_id), **media_inputs(batch))
-        completions = decode_completions(self.tokenizer, out[:, batch["input_ids"].shape[1]:])
+        completions = greedy_completions(self.model, self.tokenizer, batch["input_ids"], batch["attention_mask"], batch,
+                                         self.hparams.max_new_tokens)
         total, _ = self.rewards(completions, reward_records(batch))
         n = batch_size(batch)
         self.log("val/reward", torch.tensor(total).mean(), batch_size=n, sync_dist=True)

@@ -80,6 +80,17 @@ def select_groups(batch: dict, rollout: Rollout, prompts: torch.Tensor) -> tuple
                            completion_ids=rollout.completion_ids[rows], completion_mask=rollout.completion_mask[rows])
 
 
+@torch.no_grad()
+def greedy_completions(model: MultimodalModel, tokenizer, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       batch: dict, max_new_tokens: int) -> list[str]:
+    """Greedy answers to left-padded prompts input_ids / attention_mask [B, T] with the batch's media, decoded
+    up to the end token: what RL and SFT validation score."""
+    out = model.generate(input_ids, attention_mask, generation=dict(max_new_tokens=max_new_tokens,
+                                                                    eos_token_id=tokenizer.eos_id),
+                         **media_inputs(batch))  # [B, T + new]
+    return decode_completions(tokenizer, out[:, input_ids.shape[1]:])
+
+
 def decode_completions(tokenizer, completion_ids: torch.Tensor) -> list[str]:
     """Each row of sampled ids [N, L] decoded up to (not including) its first end token."""
     eos = tokenizer.eos_id

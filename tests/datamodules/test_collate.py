@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mmr1.datamodules.collate import IGNORE, Collator, pad
+from mmr1.datamodules.collate import IGNORE, Collator, pad, prompts_of
 from mmr1.datamodules.prompt import format_prompt, format_response
 from mmr1.datamodules.tokenizer import Tokenizer
 
@@ -79,6 +79,14 @@ def test_rl_prompts_are_left_padded(tok):
         assert tok.decode(batch["input_ids"][row][mask].tolist()) == format_prompt(e["question"], modalities)
         first = int(mask.float().argmax())
         assert not mask[:first].any() and (batch["input_ids"][row][:first] == tok.pad_id).all()
+
+
+def test_the_prompts_of_an_sft_batch_are_the_rl_batch_of_the_same_records(tok):
+    examples = [example(question="Q?", image=True), example(question="A longer question than the first?",
+                                                            reasoning="I see 3 shapes and more words.")]
+    sft, rl = Collator(tok, "sft")(examples), Collator(tok, "rl")(examples)
+    ids, mask = prompts_of(sft["input_ids"], sft["labels"], sft["attention_mask"], tok.pad_id)
+    assert torch.equal(ids, rl["input_ids"]) and torch.equal(mask, rl["attention_mask"])
 
 
 def test_preference_pairs_share_one_width(tok):
