@@ -42,3 +42,16 @@ def test_sft_validation_scores_right_answers_as_right(tiny_checkpoint, monkeypat
 def test_val_max_new_tokens_is_checked():
     with pytest.raises(ValueError, match="val_max_new_tokens: expected >= 0"):
         SFTModule(val_max_new_tokens=-1)
+
+
+def test_sft_validation_without_answers_is_a_named_error(tiny_checkpoint):
+    from mmr1.datamodules.tokenizer import Tokenizer
+
+    data = SFTDataModule(**DATA)
+    data.setup("validate")
+    batch = next(iter(data.val_dataloader()))
+    del batch["answers"]
+    module = SFTModule(init_from=str(tiny_checkpoint), val_max_new_tokens=4)
+    module.tokenizer = Tokenizer.default()
+    with pytest.raises(ValueError, match="val_max_new_tokens: the val records need an `answer`"):
+        module.validation_step(batch, 0)
