@@ -189,7 +189,6 @@ class StartCandidate(L.Callback):
     def __init__(self) -> None:
         self.score: Optional[float] = None  # the start's monitored metric; None until validated
         self.folder: Optional[str] = None  # the start's model folder
-        self.kept: Optional[bool] = None  # when fit has ended: whether the start was exported
 
     def beaten_by(self, checkpoint: Any) -> bool:
         """Whether the monitoring ModelCheckpoint's best score is strictly better than the start's."""
@@ -202,6 +201,11 @@ class StartCandidate(L.Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"score": self.score, "folder": self.folder}
 
+    @staticmethod
+    def of(trainer: L.Trainer) -> Optional["StartCandidate"]:
+        """The trainer's StartCandidate callback, or None."""
+        return next((c for c in trainer.callbacks if isinstance(c, StartCandidate)), None)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.score, self.folder = state_dict["score"], state_dict["folder"]
 
@@ -210,7 +214,7 @@ def validate_start(trainer: L.Trainer, module: L.LightningModule, datamodule: An
                    ckpt_path: Optional[str] = None) -> None:
     """With a `StartCandidate` among the trainer's callbacks and no checkpoint to resume (`ckpt_path`), score
     the start model: one `trainer.validate` before fit (logged at step 0). Call it just before `trainer.fit`."""
-    candidate = next((c for c in trainer.callbacks if isinstance(c, StartCandidate)), None)
+    candidate = StartCandidate.of(trainer)
     if candidate is None or (ckpt_path is not None and Path(ckpt_path).is_file()):
         return
     monitoring = trainer.checkpoint_callback
@@ -245,13 +249,13 @@ class ExportBest(L.Callback):
         folder = Path(trainer.log_dir or trainer.default_root_dir) / "export"
         callback = trainer.checkpoint_callback
         path = callback and callback.monitor and callback.best_model_path
-        start = next((c for c in trainer.callbacks if isinstance(c, StartCandidate) and c.score is not None), None)
-        if start is not None:
-            start.kept = not start.beaten_by(callback)
+        start = StartCandidate.of(trainer)
+        keep_start = start is not None and start.score is not None and not start.beaten_by(callback)
+        if start is not None and start.score is not None:
             best = "none" if callback.best_model_score is None else f"{float(callback.best_model_score):.4f}"
             print(f"{callback.monitor}: start {start.score:.4f}, best checkpoint {best}; exporting "
-                  f"{'the start model ' + start.folder if start.kept else path}", flush=True)
-        if start is not None and start.kept:
+                  f"{'the start model ' + start.folder if keep_start else path}", flush=True)
+        if keep_start:
             shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(start.folder, folder)
         elif path:

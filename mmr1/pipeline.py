@@ -231,11 +231,11 @@ class Pipeline:
         resume = str(last) if last.is_file() else None
         validate_start(trainer, module, data, resume)
         trainer.fit(module, data, ckpt_path=resume)
-        start = next((c for c in trainer.callbacks if isinstance(c, StartCandidate)), None)
-        if start is not None and start.kept is not None:
-            best_score = trainer.checkpoint_callback.best_model_score
+        start, monitoring = StartCandidate.of(trainer), trainer.checkpoint_callback
+        if start is not None and start.score is not None:
+            best_score = monitoring.best_model_score
             (folder / "selection.json").write_text(json.dumps({
-                "selected": "start" if start.kept else Path(trainer.checkpoint_callback.best_model_path).stem,
+                "selected": Path(monitoring.best_model_path).stem if start.beaten_by(monitoring) else "start",
                 "start_score": round(start.score, 4),
                 "best_score": None if best_score is None else round(float(best_score), 4)}, indent=2) + "\n")
         if spec["objective"] == "contrastive":  # retrieval R@1 on held-out pairs, beside chance
