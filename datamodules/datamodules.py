@@ -20,7 +20,7 @@ from mmr1.datamodules.manifest import ManifestDataset
 from mmr1.datamodules.processors import AudioAugment, ImageAugment
 from mmr1.datamodules.records import RecordProcessor
 from mmr1.datamodules.skips import SANITY, STAGES, SkipLedger
-from mmr1.datamodules.synth import Synth
+from mmr1.datamodules.synth import Synth, image_size_for
 from mmr1.datamodules.synth_dataset import SynthDataset
 from mmr1.datamodules.text import caption_templates
 
@@ -113,8 +113,7 @@ class MultimodalDataModule(L.LightningDataModule):
         processors = RecordProcessor.from_config(self.config, split == "train" and self.hparams.augment,
                                                  self.image_augment, self.audio_augment)
         if not any(self.manifests.values()):
-            synth = Synth(self.hparams.seed, split, self.hparams.difficulty, self.config.vision.image_size
-                          if self.config.vision is not None else 32)
+            synth = Synth(self.hparams.seed, split, self.hparams.difficulty, image_size_for(self.config))
             return SynthDataset(synth, self.synth_sizes[split], processors)
         if self.manifests[split] is None:
             return None

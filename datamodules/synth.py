@@ -156,6 +156,12 @@ class Synth:
         }
 
 
+def image_size_for(config) -> int:
+    """The side the scenes are drawn at for a model (an `mmr1.config.Config`): its image encoder's input,
+    else the generator's default."""
+    return config.vision.image_size if config.vision is not None else Synth.image_size
+
+
 def split_of(spec: Spec) -> str:
     """The split a scene+question belongs to, from its content hash."""
     content = json.dumps([dataclasses.asdict(s) for s in spec.shapes] + [dataclasses.asdict(t) for t in spec.tones]

@@ -170,11 +170,10 @@ class Pipeline:
         path = self.recipe.out_dir / "eval_data" / "test.jsonl"
         if not path.is_file():
             from mmr1.config import Config
-            from mmr1.datamodules.synth import write
+            from mmr1.datamodules.synth import image_size_for, write
 
-            vision = Config.from_checkpoint(model_folder).vision
             write(path.parent, self.recipe.eval_size, self.recipe.seed, "test",
-                  image_size=vision.image_size if vision is not None else 32)
+                  image_size=image_size_for(Config.from_checkpoint(model_folder)))
         return path
 
     def _ref(self, value: Any, default: Optional[Path] = None) -> Any:
@@ -254,10 +253,10 @@ class Pipeline:
         if self.recipe.eval_manifest is not None:
             raise ValueError(f"stage {name!r}: select validates on a val split; give data.val_manifest beside "
                              f"train_manifest {data_args['train_manifest']}")
-        from mmr1.datamodules.synth import write
+        from mmr1.datamodules.synth import image_size_for, write
 
         return write(folder / "val_data", data_args.get("synth_val_size", 200), self.recipe.seed, "val",
-                     image_size=config.vision.image_size if config.vision is not None else 32)
+                     image_size=image_size_for(config))
 
     def _text_corpus(self, data_args: dict, config, folder: Path) -> dict:
         """A clm stage's data: its `train_files`, else the text of `synth_train_size` built-in training records."""
@@ -268,10 +267,10 @@ class Pipeline:
             return data_args
         if size is not None and size < 1:
             raise ValueError(f"stage {folder.name!r}: synth_train_size: expected >= 1 records, got {size}")
-        from mmr1.datamodules.synth import write_text
+        from mmr1.datamodules.synth import image_size_for, write_text
 
         corpus = write_text(folder / "text.jsonl", 2000 if size is None else size, self.recipe.seed, "train",
-                            image_size=config.vision.image_size if config.vision is not None else 32)
+                            image_size=image_size_for(config))
         return {**data_args, "train_files": [str(corpus)]}
 
     def _sample(self, spec: dict, model_folder: Any, folder: Path) -> None:

@@ -64,11 +64,10 @@ def rejection_sample(checkpoint: str | Path, out: str | Path, manifest: Optional
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)
     if manifest is None:
-        from mmr1.datamodules.synth import write
+        from mmr1.datamodules.synth import image_size_for, write
 
-        vision = model.config.vision
         manifest = write(out.parent / f"{out.stem}_synth", synth_n, seed, "train",
-                         image_size=vision.image_size if vision is not None else 32)
+                         image_size=image_size_for(model.config))
     manifest = Path(manifest)
     records = [record for _, record in read_manifest(manifest, "rl")[0]]
     processors, collate = RecordProcessor.from_config(model.config), Collator(
