@@ -38,8 +38,8 @@ from mmr1.datamodules.records import CAPTION_KEYS, OBJECTIVES, medium_text, pair
 from mmr1.datamodules.regions import region_texts
 from mmr1.datamodules.text import Template, varying_words
 from mmr1.datamodules.tokenizer import Tokenizer
+from mmr1.losses.language import IGNORE
 
-IGNORE = -100  # label of positions outside the loss
 MEDIA_KEYS = {"image": "pixel_values", "audio": "audio_values"}  # modality -> example key
 
 

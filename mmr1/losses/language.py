@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100  # label of positions outside the loss
+IGNORE = -100  # label of positions outside the loss (the collator writes it, every token loss skips it)
 
 
 def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
