@@ -5,10 +5,14 @@ supervision the recipe never gets — and scored on the test split of `mmr1 data
 trained on; every clip of the held-out speaker):
 
     .venv/bin/python benchmarks/supervised_perception.py --speaker theo [--steps 600 --seeds 0 1 2] [--affine]
-        [--media audio] [--overrides '{"audio": {"vtlp": 0.1}}']
+        [--media audio] [--overrides '{"audio": {"vtlp": 0.1}}'] [--speaker-adversary 0.3]
 
 --affine trains the image encoder on randomly rotated (10°), shifted (10%) and zoomed (0.9–1.1) images
 (`ImageAugment`, as `image_augment` gives any data module).
+
+--speaker-adversary W trains the audio encoder to hide its training speakers (speaker-adversarial training, as
+Meng et al. 2018 made ASR speaker-invariant): a two-layer head tells each training clip's speaker from the pooled
+state, and the encoder gets that head's gradient reversed and scaled by W (ramped up over the first third).
 
 --folds K selects, never touching the test split: the image encoder is trained K times, each time with one
 K-th of the training images held out (contiguous blocks in `load_digits` order, so other writers' hands) and
@@ -38,7 +42,7 @@ from mmr1_commands import FSDD
 
 from mmr1.config import Config
 from mmr1.datamodules.collate import media
-from mmr1.datamodules.digits import SPEAKERS, split_clips, write_images
+from mmr1.datamodules.digits import SPEAKERS, clip_speaker, split_clips, write_images
 from mmr1.datamodules.processors import AudioProcessor, ImageAugment, ImageProcessor, load_image
 from mmr1.encoders.audio import AudioEncoder
 from mmr1.encoders.vision import VisionEncoder
@@ -47,27 +51,61 @@ DIGITS_OVERRIDES = {"vision": {"stem": "conv"}, "fusion": {"resampler_tokens": 0
 AFFINE = ImageAugment(rotate=10, translate=0.1, scale=(0.9, 1.1))
 
 
-class Probe(nn.Module):
-    """An encoder and a linear head on its pooled state."""
+class GradientReversal(torch.autograd.Function):
+    """The identity forward; backward, the gradient times −weight (Ganin and Lempitsky 2015, DANN)."""
 
-    def __init__(self, encoder: nn.Module, width: int):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: float) -> torch.Tensor:
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return -ctx.weight * grad, None
+
+
+class Probe(nn.Module):
+    """An encoder and a linear head on its pooled state; with `adversary` > 0 and `groups` classes, also a
+    two-layer head that tells each item's group (its speaker) from the pooled state through a gradient reversal of
+    that weight: the encoder learns to hide the group while the head learns to tell it (speaker-adversarial
+    training, Meng et al. 2018)."""
+
+    def __init__(self, encoder: nn.Module, width: int, groups: int = 0, adversary: float = 0.0):
         super().__init__()
-        self.encoder, self.head = encoder, nn.Linear(width, 10)
+        if adversary < 0 or (adversary > 0 and groups < 2):
+            raise ValueError(f"adversary: expected a weight >= 0, and at least 2 groups beside a positive one; got "
+                             f"{adversary} with {groups} groups")
+        self.encoder, self.head, self.adversary_weight = encoder, nn.Linear(width, 10), adversary
+        self.adversary = (nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, groups))
+                          if adversary > 0 else None)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(*inputs).pooled)  # [B, 10]
 
+    def loss(self, inputs: tuple, labels: torch.Tensor, groups: torch.Tensor | None = None,
+             ramp: float = 1.0) -> torch.Tensor:
+        """Cross-entropy on the digits; plus, with an adversary, its cross-entropy on `groups` [B], the encoder's
+        gradient from it reversed and scaled by adversary × `ramp`."""
+        pooled = self.encoder(*inputs).pooled  # [B, W]
+        loss = nn.functional.cross_entropy(self.head(pooled), labels)
+        if self.adversary is None:
+            return loss
+        if groups is None:
+            raise ValueError("adversary: the training batches carry no groups (speakers) to hide")
+        hidden = GradientReversal.apply(pooled, self.adversary_weight * ramp)
+        return loss + nn.functional.cross_entropy(self.adversary(hidden), groups)
+
 
 def train_and_score(probe: Probe, train: list, test: list, collate, steps: int, seed: int) -> float:
-    """Train on `train` for `steps` steps (batch 32; AdamW lr 1e-3, 20 warm-up steps, linear decay), then the
-    accuracy on `test`. `collate(items, train)` -> (encoder inputs, digits [B])."""
+    """Train on `train` for `steps` steps (batch 32; AdamW lr 1e-3, 20 warm-up steps, linear decay; an adversary's
+    weight ramps up linearly over the first third of the steps, as DANN's does), then the accuracy on `test`.
+    `collate(items, train)` -> (encoder inputs, digits [B]) or (encoder inputs, digits [B], groups [B])."""
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps))
     probe.train()
-    for _ in range(steps):
-        inputs, labels = collate(rng.sample(train, 32), True)
-        loss = nn.functional.cross_entropy(probe(*inputs), labels)
+    for step in range(steps):
+        loss = probe.loss(*collate(rng.sample(train, 32), True), ramp=min(1.0, 3 * step / steps))
         optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(probe.parameters(), 1.0)
@@ -77,7 +115,7 @@ def train_and_score(probe: Probe, train: list, test: list, collate, steps: int, 
     right = 0
     with torch.no_grad():
         for start in range(0, len(test), 128):
-            inputs, labels = collate(test[start:start + 128], False)
+            inputs, labels, *_ = collate(test[start:start + 128], False)
             right += (probe(*inputs).argmax(-1) == labels).sum().item()
     return right / len(test)
 
@@ -110,26 +148,30 @@ def image_collate(config: Config, affine: bool):
 
 
 def supervised_accuracies(speaker: str, steps: int, seed: int, affine: bool = False, fsdd: Path = FSDD,
-                          encoders: tuple[str, ...] = ("image", "audio"), overrides: dict | None = None) -> dict[str, float]:
+                          encoders: tuple[str, ...] = ("image", "audio"), overrides: dict | None = None,
+                          speaker_adversary: float = 0.0) -> dict[str, float]:
     """{"image_digit": test-image accuracy, "spoken_digit": held-out-speaker accuracy} of one seed, for the
-    `encoders` asked ("image", "audio"); `overrides` ({"audio": {...}}) change the encoders' configs beyond the digits model's."""
+    `encoders` asked ("image", "audio"); `overrides` ({"audio": {...}}) change the encoders' configs beyond the digits
+    model's; `speaker_adversary` > 0 trains the audio encoder to hide the training speakers (`Probe`'s adversary)."""
     config = digits_config(overrides)
     torch.manual_seed(seed)
     images = digit_images(config)
     image_train, image_test = images["train"], images["test"]
     clips = split_clips(fsdd, speaker)
     load_audio = AudioProcessor(config.audio)
-    audio_train = [(load_audio(path)[0], digit) for path, digit in clips["train"]]
-    audio_test = [(load_audio(path)[0], digit) for path, digit in clips["test"]]
+    speakers = sorted({clip_speaker(path) for path, _ in clips["train"]})
+    audio_train = [(load_audio(path)[0], digit, speakers.index(clip_speaker(path))) for path, digit in clips["train"]]
+    audio_test = [(load_audio(path)[0], digit, 0) for path, digit in clips["test"]]  # no speaker is scored
 
     image_batch = image_collate(config, affine)
 
     def audio_batch(items, train: bool):
-        batch = media([{"pixel_values": None, "audio_values": wave} for wave, _ in items])
-        return (batch["audio_values"], batch["audio_lengths"]), torch.tensor([digit for _, digit in items])
+        batch = media([{"pixel_values": None, "audio_values": wave} for wave, _, _ in items])
+        return ((batch["audio_values"], batch["audio_lengths"]), torch.tensor([digit for _, digit, _ in items]),
+                torch.tensor([who for _, _, who in items]))
 
     vision = Probe(VisionEncoder(config.vision), config.vision.width)
-    audio = Probe(AudioEncoder(config.audio), config.audio.width)
+    audio = Probe(AudioEncoder(config.audio), config.audio.width, len(speakers), speaker_adversary)
     accuracies = {}
     if "image" in encoders:
         accuracies["image_digit"] = train_and_score(vision, image_train, image_test, image_batch, steps, seed)
@@ -166,6 +208,9 @@ def main() -> None:
                         help="which encoders to train and score")
     parser.add_argument("--overrides", type=json.loads, default={},
                         help='JSON config overrides of the encoders, e.g. \'{"audio": {"vtlp": 0.1}}\'')
+    parser.add_argument("--speaker-adversary", type=float, default=0.0,
+                        help="W > 0: the audio encoder also learns to hide its four training speakers from a "
+                        "speaker head behind a gradient reversal of weight W")
     parser.add_argument("--folds", type=int, default=0,
                         help="K > 1: K-fold selection on the training images instead (the image encoder only; no speaker, "
                         "no test split)")
@@ -185,10 +230,10 @@ def main() -> None:
     for seed in args.seeds:
         start = time.perf_counter()
         accuracies = supervised_accuracies(args.speaker, args.steps, seed, args.affine, args.fsdd, tuple(args.media),
-                                           args.overrides)
+                                           args.overrides, args.speaker_adversary)
         result = {k: round(v, 4) for k, v in accuracies.items()}
         print(json.dumps({"speaker": args.speaker, "seed": seed, "steps": args.steps, "affine": args.affine,
-                          "overrides": args.overrides, **result,
+                          "overrides": args.overrides, "speaker_adversary": args.speaker_adversary, **result,
                           "minutes": round((time.perf_counter() - start) / 60, 1)}), flush=True)
 
 

@@ -100,6 +100,14 @@ def speaker_clips(fsdd: Path, speakers: tuple[str, ...], takes: range | None = N
     return clips
 
 
+def clip_speaker(path: Path) -> str:
+    """The speaker of an FSDD recording, from its name ("4_jackson_27.wav" -> "jackson")."""
+    match = _CLIP.fullmatch(Path(path).name)
+    if match is None:
+        raise ValueError(f"fsdd: {path} is not named DIGIT_SPEAKER_TAKE.wav")
+    return match.group(2)
+
+
 def split_clips(fsdd: Path, test_speaker: str) -> dict[str, list[tuple[Path, int]]]:
     if test_speaker not in SPEAKERS:
         raise ValueError(f"test_speaker: expected one of {list(SPEAKERS)}, got {test_speaker!r}")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mmr1.datamodules.digits import QUESTIONS, captions, negatives, perceived_digits, reasoning, write
+from mmr1.datamodules.digits import QUESTIONS, captions, clip_speaker, negatives, perceived_digits, reasoning, write
 from mmr1.datamodules.records import check_record
 
 
@@ -24,7 +24,7 @@ def test_splits_share_no_speaker_take_or_image(tmp_path, shared_data):
     paths = write(tmp_path, fsdd, "lucas", {"train": 300, "val": 100, "test": 100})
     rows = {split: [json.loads(line) for line in path.open()] for split, path in paths.items()}
     assert {split: len(r) for split, r in rows.items()} == {"train": 300, "val": 100, "test": 100}
-    speakers = {split: {Path(r["audio"]).name.split("_")[1] for r in rs} for split, rs in rows.items()}
+    speakers = {split: {clip_speaker(r["audio"]) for r in rs} for split, rs in rows.items()}
     assert speakers["test"] == {"lucas"} and "lucas" not in speakers["train"] | speakers["val"]
     takes = {split: {int(Path(r["audio"]).stem.split("_")[2]) for r in rs} for split, rs in rows.items()}
     assert max(takes["val"]) < 5 <= min(takes["train"])
@@ -36,6 +36,12 @@ def test_splits_share_no_speaker_take_or_image(tmp_path, shared_data):
         assert (tmp_path / r["image"]).is_file() and (tmp_path / r["audio"]).is_file()
     with pytest.raises(ValueError, match="test_speaker"):
         write(tmp_path, fsdd, "nobody")
+
+
+def test_clip_speaker_reads_the_recording_name_and_refuses_another():
+    assert clip_speaker(Path("fsdd/recordings/4_jackson_27.wav")) == "jackson"
+    with pytest.raises(ValueError, match="DIGIT_SPEAKER_TAKE"):
+        clip_speaker("fsdd/recordings/jackson.wav")
 
 
 @pytest.mark.needs_data
