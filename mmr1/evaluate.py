@@ -5,8 +5,8 @@ has no answer). Accuracy and format_rate are `mmr1.metrics.accuracy` / `format_r
 the pipeline table and GRPO validation report (numbers compare by exact value); EM, token F1, BLEU,
 ROUGE-L and CIDEr-D compare that answer with the reference answer; perplexity is
 teacher-forced on the reference responses (reasoning + answer); with `samples = k` every
-question is also sampled k times for pass@1 and pass@k. `text_perplexity` scores plain text
-(the core's token-weighted perplexity over a file's documents).
+question is also sampled k times for pass@1, pass@k and maj@k (the majority answer's accuracy).
+`text_perplexity` scores plain text (the core's token-weighted perplexity over a file's documents).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def evaluate(qa: QAPipeline, manifest: Union[str, Path], batch_size: int = 8, sa
     if samples:
         if withhold:
             raise ValueError("withhold: pass@k samples use every medium; score them in a run without --withhold")
-        summary.update(sampled_pass_at_k(qa, manifest, samples, batch_size, progress, **generation))
+        summary.update(sampled_scores(qa, manifest, samples, batch_size, progress, **generation))
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in summary.items()}
 
 
@@ -85,21 +85,29 @@ def text_perplexity(model, tokenizer, path: Union[str, Path], batch_size: int = 
             "perplexity": metrics.perplexity(model, batches)}
 
 
-def sampled_pass_at_k(qa: QAPipeline, manifest: Union[str, Path], k: int, batch_size: int, progress: bool,
-                      **generation) -> dict:
-    """pass@1 and pass@k (unbiased estimator, n = k samples per question) over the records with an answer."""
+def sampled_scores(qa: QAPipeline, manifest: Union[str, Path], k: int, batch_size: int, progress: bool,
+                   **generation) -> dict:
+    """Over the records with an answer, from k sampled responses per question: pass@1 and pass@k (the unbiased
+    estimator with n = k) and maj@k, the share whose majority answer (`metrics.majority_answer`: self-consistency,
+    DeepSeek-R1's cons@k) matches the reference."""
     if k < 1:
         raise ValueError(f"--samples: expected a positive number of samples, got {k}")
     generation = {**generation, "do_sample": True}
-    correct: dict[int, int] = {}  # record index -> correct samples
+    sampled: dict[int, list[str]] = {}  # record index -> its k responses
+    references: dict[int, str] = {}
     for _ in range(k):
         for index, (record, result) in enumerate(answer_manifest(qa, manifest, batch_size, progress, **generation)):
             if record.get("answer") is not None:
-                correct[index] = correct.get(index, 0) + int(metrics.correct(result.text, record["answer"]))
-    if not correct:
+                sampled.setdefault(index, []).append(result.text)
+                references[index] = record["answer"]
+    if not sampled:
         return {}
+    correct = {index: sum(metrics.correct(text, references[index]) for text in texts)
+               for index, texts in sampled.items()}
     return {"pass@1": _mean(metrics.pass_at_k(k, c, 1) for c in correct.values()),
-            f"pass@{k}": _mean(metrics.pass_at_k(k, c, k) for c in correct.values())}
+            f"pass@{k}": _mean(metrics.pass_at_k(k, c, k) for c in correct.values()),
+            f"maj@{k}": _mean(metrics.answers_match(metrics.majority_answer(texts), references[index])
+                              for index, texts in sampled.items())}
 
 
 def prediction(record: dict, result: QAResult) -> dict:

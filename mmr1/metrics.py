@@ -1,5 +1,5 @@
 """Scoring generated answers: accuracy (numbers compared by exact value), exact match, token F1,
-BLEU, ROUGE-L, CIDEr-D, response perplexity and pass@k.
+BLEU, ROUGE-L, CIDEr-D, response perplexity, pass@k and the majority answer of k samples (maj@k).
 
 Text metrics take plain strings; corpus metrics (BLEU, ROUGE-L, CIDEr) take one prediction
 and a list of references per item. The R1 response format and the accuracy of a response are the
@@ -13,7 +13,7 @@ import re
 import string
 from collections import Counter
 from fractions import Fraction
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, Union
 
 import torch
 
@@ -50,15 +50,34 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.lower().split()).rstrip(".!?").rstrip()
 
 
+def answer_key(answer: str) -> Union[Fraction, str]:
+    """What answers are compared by: a number's exact value (`parse_number`), else `normalize_answer`'s text. Two
+    answers match exactly when their keys are equal (a value never equals a text)."""
+    value = parse_number(answer)
+    return value if value is not None else normalize_answer(answer)
+
+
 def answers_match(pred: Optional[str], ref: str) -> bool:
     """Numbers compare by exact value (`3` == `3.0` == `6/2`, `1234567` != `1234568`); a number never
     matches a non-number (`5%`, `(5)`); other text compares after `normalize_answer`."""
-    if pred is None:
-        return False
-    a, b = parse_number(pred), parse_number(ref)
-    if a is not None or b is not None:
-        return a == b
-    return normalize_answer(pred) == normalize_answer(ref)
+    return pred is not None and answer_key(pred) == answer_key(ref)
+
+
+def majority_answer(completions: Sequence[str]) -> Optional[str]:
+    """Self-consistency (Wang et al. 2023; DeepSeek-R1's cons@k): the answer that most of the completions give,
+    answers grouped by `answer_key`; a tie goes to the answer given first; None when no completion has an answer
+    (`parse_response`)."""
+    from mmr1.datamodules.prompt import parse_response
+
+    votes: dict = {}  # answer_key -> [count, the first answer with that key]
+    for completion in completions:
+        _, answer = parse_response(completion)
+        if answer:
+            vote = votes.setdefault(answer_key(answer), [0, answer])
+            vote[0] += 1
+    if not votes:
+        return None
+    return max(votes.values(), key=lambda vote: vote[0])[1]  # max keeps the first of equal counts
 
 
 def correct(completion: str, reference: str) -> bool:

@@ -9,8 +9,8 @@ import torch
 from mmr1.config import Config
 from mmr1.datamodules.collate import Collator
 from mmr1.datamodules.tokenizer import Tokenizer
-from mmr1.metrics import (answers_match, bleu, cider, exact_match, parse_number, pass_at_k, perplexity, rouge_l,
-                          token_f1)
+from mmr1.metrics import (answer_key, answers_match, bleu, cider, exact_match, majority_answer, parse_number, pass_at_k,
+                          perplexity, rouge_l, token_f1)
 from mmr1.model import MultimodalModel
 
 
@@ -26,6 +26,24 @@ from mmr1.model import MultimodalModel
 ])
 def test_answers_match(pred, ref, expected):
     assert answers_match(pred, ref) is expected
+
+
+def test_answer_key_is_what_answers_match_compares():
+    assert answer_key("6/2") == answer_key("3.0") == 3 and answer_key(" Red. ") == answer_key("red") == "red"
+    assert answer_key("5%") != answer_key("5")
+
+
+def respond(answer: str) -> str:
+    return f"<think>so</think><answer>{answer}</answer>"
+
+
+def test_majority_answer_votes_by_value_and_breaks_ties_by_first_given():
+    # "3", "3.0" and "6/2" are one answer (3 votes) against "4" (2 votes); the first spelling stands for them
+    assert majority_answer([respond("4"), respond("3.0"), respond("4"), respond("3"), respond("6/2")]) == "3.0"
+    assert majority_answer([respond("7"), respond("5"), respond("5"), respond("7")]) == "7"  # 2 against 2: the first
+    # responses without an answer cast no vote: 2 malformed, 1 empty answer, then "9" once
+    assert majority_answer(["7", "<answer>7", respond(""), respond("9")]) == "9"
+    assert majority_answer(["no answer", respond("")]) is None and majority_answer([]) is None
 
 
 def test_parse_number_rejects_non_numbers_and_keeps_exact_values():

@@ -45,7 +45,9 @@ def evaluate(argv: list[str]) -> int:
     source.add_argument("--manifest", type=Path)
     source.add_argument("--text", type=Path, help="perplexity of a .txt (blank-line documents) or .jsonl file")
     parser.add_argument("--output", type=Path, help="write the greedy predictions here (JSONL)")
-    parser.add_argument("--samples", type=int, default=0, help="k > 0: also sample k answers per question for pass@k")
+    parser.add_argument("--samples", type=int, default=0,
+                        help="k > 0: also sample k answers per question for pass@1, pass@k and maj@k (the majority "
+                        "answer's accuracy)")
     parser.add_argument("--withhold", nargs="+", choices=("image", "audio"), default=(),
                         help="answer without these media (what the model gets from each)")
     generation_args(parser)

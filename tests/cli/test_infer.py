@@ -39,9 +39,10 @@ def test_eval_prints_metrics_as_the_last_line(tiny_checkpoint, manifest, tmp_pat
     assert run(["eval", "--checkpoint", str(tiny_checkpoint), "--manifest", str(manifest), "--samples", "2",
                 "--max-new-tokens", "4", "--output", str(tmp_path / "p.jsonl"), "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for key in ("accuracy", "format_rate", "f1", "bleu", "rouge_l", "cider", "perplexity", "pass@1", "pass@2"):
+    for key in ("accuracy", "format_rate", "f1", "bleu", "rouge_l", "cider", "perplexity", "pass@1", "pass@2", "maj@2"):
         assert key in summary, key
     assert summary["n"] == 4 and summary["perplexity"] > 1 and 0 <= summary["pass@2"] <= 1
+    assert summary["maj@2"] <= summary["pass@2"]  # a right majority is a right sample
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 4
 
 
@@ -104,3 +105,23 @@ def test_predict_writes_one_line_per_record(tiny_checkpoint, manifest, tmp_path,
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
     assert [r["id"] for r in rows] == [r["id"] for r in records]
     assert all({"id", "reasoning", "answer"} <= set(row) for row in rows)
+
+
+def test_sampled_scores_counts_pass_at_k_and_the_majority_answer(monkeypatch):
+    """Scripted samples, three per record: A right, wrong, right; B wrong (4), right, wrong (4); C has no answer."""
+    from mmr1 import evaluate
+    from mmr1.inference import QAResult
+
+    records = [{"question": "q", "answer": "3"}, {"question": "q", "answer": "5"}, {"question": "q"}]
+    draws = iter([["3", "4", "3.0"], ["4", "5", "4"], ["1", "1", "1"]][r][s] for s in range(3) for r in range(3))
+
+    def answer_manifest(qa, manifest, batch_size, progress, **generation):
+        assert generation["do_sample"] is True
+        for record in records:
+            answer = next(draws)
+            yield record, QAResult(answer, "so", f"<think>so</think><answer>{answer}</answer>", 1, 1)
+
+    monkeypatch.setattr(evaluate, "answer_manifest", answer_manifest)
+    scores = evaluate.sampled_scores(None, "m.jsonl", 3, 8, False)
+    # pass@1 = mean(2/3, 1/3); pass@3 = 1 for both; maj@3: A's majority 3 is right, B's majority 4 is wrong
+    assert scores == pytest.approx({"pass@1": 0.5, "pass@3": 1.0, "maj@3": 0.5})
