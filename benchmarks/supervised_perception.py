@@ -12,7 +12,9 @@ trained on; every clip of the held-out speaker):
 
 --speaker-adversary W trains the audio encoder to hide its training speakers (speaker-adversarial training, as
 Meng et al. 2018 made ASR speaker-invariant): a two-layer head tells each training clip's speaker from the pooled
-state, and the encoder gets that head's gradient reversed and scaled by W (ramped up over the first third).
+state, and the encoder gets that head's gradient reversed and scaled by W (ramped up over the first third). The
+head's weights are drawn before either encoder trains, so with both media the image figures change too: use
+--media audio.
 
 --folds K selects, never touching the test split: the image encoder is trained K times, each time with one
 K-th of the training images held out (contiguous blocks in `load_digits` order, so other writers' hands) and
