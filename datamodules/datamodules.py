@@ -24,6 +24,8 @@ from mmr1.datamodules.synth import Synth, image_size_for
 from mmr1.datamodules.synth_dataset import SynthDataset
 from mmr1.datamodules.text import caption_templates
 
+SYNTH_VAL_SIZE = 200  # built-in val records a data module draws unless told (`synth_val_size`)
+
 
 def _settings(kind: type, value, name: str):
     """A settings dataclass from itself, a mapping of its fields (YAML; LightningCLI's hparams keep it so) or None."""
@@ -57,7 +59,7 @@ class MultimodalDataModule(L.LightningDataModule):
         seed: int = 0,
         skip_bad_records: bool = False,
         synth_train_size: int = 2000,
-        synth_val_size: int = 200,
+        synth_val_size: int = SYNTH_VAL_SIZE,
         synth_test_size: int = 200,
         difficulty: Optional[int] = None,
         max_length: Optional[int] = None,

@@ -253,9 +253,10 @@ class Pipeline:
         if self.recipe.eval_manifest is not None:
             raise ValueError(f"stage {name!r}: select validates on a val split; give data.val_manifest beside "
                              f"train_manifest {data_args['train_manifest']}")
+        from mmr1.datamodules.datamodules import SYNTH_VAL_SIZE
         from mmr1.datamodules.synth import image_size_for, write
 
-        return write(folder / "val_data", data_args.get("synth_val_size", 200), self.recipe.seed, "val",
+        return write(folder / "val_data", data_args.get("synth_val_size", SYNTH_VAL_SIZE), self.recipe.seed, "val",
                      image_size=image_size_for(config))
 
     def _text_corpus(self, data_args: dict, config, folder: Path) -> dict:
