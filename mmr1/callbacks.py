@@ -250,8 +250,9 @@ class ExportBest(L.Callback):
         callback = trainer.checkpoint_callback
         path = callback and callback.monitor and callback.best_model_path
         start = StartCandidate.of(trainer)
-        keep_start = start is not None and start.score is not None and not start.beaten_by(callback)
-        if start is not None and start.score is not None:
+        validated = start is not None and start.score is not None
+        keep_start = validated and not start.beaten_by(callback)
+        if validated:
             best = "none" if callback.best_model_score is None else f"{float(callback.best_model_score):.4f}"
             print(f"{callback.monitor}: start {start.score:.4f}, best checkpoint {best}; exporting "
                   f"{'the start model ' + start.folder if keep_start else path}", flush=True)
