@@ -9,7 +9,8 @@ image or the audio withheld. A stage's `data:` takes the datamodule's options, e
 `train_manifest` and `val_manifest`.
 A stage whose metrics.json exists is done and skipped; a killed stage resumes from its
 `checkpoints/last.ckpt`. `--only NAME` runs one stage alone, `--rerun NAME` redoes it.
-The last model is copied to `<out_dir>/final`, and a table compares the stages.
+The recipe's model is copied to `<out_dir>/final`: the stage `final` names (the R1 recipe's last RL stage,
+not the distilled student), by default the last stage that leaves a model. A table compares the stages.
 
 A `clm` stage trains the reasoning core alone as a causal LM on the training records' text (chat format,
 no media), packed into blocks: its `data:` takes `TextDataModule`'s options, and without `train_files`
@@ -59,6 +60,7 @@ class Recipe:
     eval_batch_size: int = 32
     max_new_tokens: int = 96
     rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0, "format": 0.5})
+    final: Optional[str] = None  # the stage whose model is copied to <out_dir>/final; None: the last model stage
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Recipe":
@@ -77,6 +79,10 @@ class Recipe:
         recipe = cls(**{**data, "out_dir": Path(data.get("out_dir", "runs/r1"))})
         for name, spec in recipe.stages.items():
             recipe._check_stage(path, name, spec)
+        if recipe.final is not None and recipe.stages.get(recipe.final, {}).get("objective") not in TRAINING:
+            models = [name for name, spec in recipe.stages.items() if spec.get("objective") in TRAINING]
+            raise ValueError(f"{path}: final: expected the name of a stage that trains a model, one of {models}; "
+                             f"got {recipe.final!r}")
         return recipe
 
     def _check_stage(self, path, name: str, spec: dict) -> None:
@@ -131,10 +137,11 @@ class Pipeline:
             if spec["objective"] != SAMPLING and (self.stage_dir(name) / "export").is_dir():
                 previous_model = self.stage_dir(name) / "export"
         summary = [self._metrics(name) for name in names if (self.stage_dir(name) / "metrics.json").is_file()]
-        if previous_model is not None:
+        model = previous_model if self.recipe.final is None else self.stage_dir(self.recipe.final) / "export"
+        if model is not None and model.is_dir():
             final = self.recipe.out_dir / "final"
             shutil.rmtree(final, ignore_errors=True)
-            shutil.copytree(previous_model, final)
+            shutil.copytree(model, final)
         (self.recipe.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(table(summary))
         return summary

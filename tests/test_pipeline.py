@@ -1,6 +1,7 @@
 """`mmr1 pipeline`: every stage kind in order, skipping finished stages, resuming, one stage alone."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -57,10 +58,12 @@ def test_the_whole_recipe_runs_resumes_and_reruns_one_stage(tmp_path, monkeypatc
     for stage in ("pretrain", "sft"):  # logged like `mmr1 fit`: CSV (hparams.yaml; metrics.csv once a step logs)
         assert (tmp_path / "run" / stage / "hparams.yaml").is_file()  # and TensorBoard events
         assert any((tmp_path / "run" / stage).glob("events.out.tfevents.*"))
-    final = MultimodalModel.from_pretrained(tmp_path / "run" / "final")
-    assert final.config.core.n_layers == 2  # the distilled student
-    teacher = MultimodalModel.from_pretrained(tmp_path / "run" / "grpo2" / "export")
-    assert teacher.config.core.n_layers == 6  # the core the perceive stage built (its overrides), kept to the end
+    final = tmp_path / "run" / "final"  # the recipe's model (`final: grpo2`), not the distilled student
+    assert (final / "model.safetensors").read_bytes() == \
+        (tmp_path / "run" / "grpo2" / "export" / "model.safetensors").read_bytes()
+    assert MultimodalModel.from_pretrained(final).config.core.n_layers == 6  # the perceive stage's core, kept
+    student = MultimodalModel.from_pretrained(tmp_path / "run" / "distill" / "export")
+    assert student.config.core.n_layers == 2
 
     # Finished stages are skipped; a stage whose metrics.json is gone (killed) runs again, alone.
     stamps = {s: (tmp_path / "run" / s / "metrics.json").stat().st_mtime_ns for s in stages}
@@ -112,10 +115,40 @@ def test_recipe_errors_name_the_stage(tmp_path):
         Recipe.from_file(config)
 
 
+def finished_stage(folder: Path, model: Path, accuracy: float) -> None:
+    """A stage as a finished run leaves it: its export and its metrics.json."""
+    shutil.copytree(model, folder / "export")
+    (folder / "metrics.json").write_text(json.dumps({"accuracy": accuracy}))
+
+
+def test_final_is_the_stage_the_recipe_names_else_the_last_model(tiny_checkpoint, tmp_path):
+    from mmr1.pipeline import Pipeline
+
+    stages = {"sft": {"objective": "sft", "steps": 1}, "rejection": {"objective": "sample"},
+              "distill": {"objective": "distill", "steps": 1}}
+    finished_stage(tmp_path / "sft", tiny_checkpoint, 0.9)
+    (tmp_path / "sft" / "export" / "marker").write_text("sft")
+    (tmp_path / "rejection").mkdir()
+    (tmp_path / "rejection" / "metrics.json").write_text("{}")
+    finished_stage(tmp_path / "distill", tiny_checkpoint, 0.4)
+    Pipeline(Recipe(out_dir=tmp_path, stages=stages), progress=False).run()
+    assert not (tmp_path / "final" / "marker").exists()  # by default the last stage that leaves a model
+    Pipeline(Recipe(out_dir=tmp_path, stages=stages, final="sft"), progress=False).run()
+    assert (tmp_path / "final" / "marker").read_text() == "sft"
+
+    config = tmp_path / "r1.yaml"
+    for wrong in ("rejection", "grpo"):  # a sampling stage leaves a manifest; no stage is called grpo
+        config.write_text(yaml.safe_dump({"stages": stages, "final": wrong}, sort_keys=False))
+        with pytest.raises(ValueError, match=rf"final: expected the name of a stage that trains a model, one of "
+                                             rf"\['sft', 'distill'\]; got '{wrong}'"):
+            Recipe.from_file(config)
+
+
 def test_shipped_recipe_parses():
     recipe = Recipe.from_file(ROOT / "configs" / "r1_tiny.yaml")
     assert list(recipe.stages) == ["perceive", "pretrain", "text", "cold_start", "grpo", "rejection", "sft", "grpo2",
                                    "distill"]
+    assert recipe.final == "grpo2"  # the R1 model goes to final/, the 2-layer student stays in distill/export
     assert list(Recipe.from_file(ROOT / "configs" / "r1_zero_tiny.yaml").stages) == ["pretrain", "grpo"]
 
 
