@@ -18,7 +18,8 @@ drawn as the synthetic generator draws them (size 20-30% of the image, random pl
         [--scene-supervised-steps 600 --batch 32]
 
 Chance is 33% for a kind and 25% for a colour. It trains no checkpoint, so it is a cheap selection signal for
-the pipeline's alignment stage (README: "The R1 recipe").
+the pipeline's alignment stage (docs/figures_history.md: "Six releases ago: the shapes' kinds, and a longer
+cold start.").
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ the question filters by. Scored per question family:
     .venv/bin/python benchmarks/tally_probe.py MANIFEST EXPORT [EXPORT ...]
 
 MANIFEST: built-in records (e.g. `<out_dir>/eval_data/test.jsonl` of a selection run). It trains nothing
-(README: "The R1 recipe").
+(docs/figures_history.md: "Three releases ago: a core deep enough to tally by colour.").
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ class ContrastiveModule(ObjectiveModule):
                 every input (and texts that differ in one word, nearly one too): centred, what they share is
                 gone and their differences decide the logits from the first step. The pooled states the
                 later stages read are not changed; only the contrastive logits are. On the digits task it
-                ends the alignment plateau yet SFT reads the encoders worse (README), so it is off by default.
+                ends the alignment plateau yet SFT reads the encoders worse (docs/figures_history.md:
+                "What was tried in earlier releases"), so it is off by default.
             hard_negatives: each medium also competes against its record's `image_negatives` /
                 `audio_negatives` (NegCLIP; `clip_loss`).
             caption_words: weight of a bag-of-caption-tokens loss on each medium's pooled state (SuperClass).
@@ -83,9 +84,11 @@ class ContrastiveModule(ObjectiveModule):
                 region's text ("a red circle") among the batch's distinct region texts, and every other
                 token a learned "no region" embedding. The pooled alignment lets a scene's tokens leave out
                 what only one shape shows and spread one shape over several tokens; this gives each shape
-                one token that names it (README: "The R1 recipe"). Needs the image_text pair.
+                one token that names it (docs/figures_history.md: "Four releases ago: where the built-in
+                recipe's errors were, and one token per shape."). Needs the image_text pair.
         Both sharpen the alignment stage's own figures on the built-in and the digits task, yet SFT from it
-        scored lower on selection records (README), so both are off by default.
+        scored lower on selection records (docs/figures_history.md: "Each medium aligned with its own
+        caption"), so both are off by default.
         """
         super().__init__(*args, **kwargs)
         widths = {m: enc.width for m, enc in self.model._encoders().items()}
