@@ -79,11 +79,15 @@ class Recipe:
         recipe = cls(**{**data, "out_dir": Path(data.get("out_dir", "runs/r1"))})
         for name, spec in recipe.stages.items():
             recipe._check_stage(path, name, spec)
-        if recipe.final is not None and recipe.stages.get(recipe.final, {}).get("objective") not in TRAINING:
-            models = [name for name, spec in recipe.stages.items() if spec.get("objective") in TRAINING]
-            raise ValueError(f"{path}: final: expected the name of a stage that trains a model, one of {models}; "
-                             f"got {recipe.final!r}")
+        recipe.check_final(f"{path}: ")
         return recipe
+
+    def check_final(self, where: str = "") -> None:
+        """`final` must name a stage that trains a model (a sampling stage leaves a manifest)."""
+        if self.final is not None and self.stages.get(self.final, {}).get("objective") not in TRAINING:
+            models = [name for name, spec in self.stages.items() if spec.get("objective") in TRAINING]
+            raise ValueError(f"{where}final: expected the name of a stage that trains a model, one of {models}; "
+                             f"got {self.final!r}")
 
     def _check_stage(self, path, name: str, spec: dict) -> None:
         objective = spec.get("objective")
@@ -126,6 +130,7 @@ class Pipeline:
         for name in (only, *rerun):
             if name is not None and name not in names:
                 raise ValueError(f"stage {name!r}: no such stage; stages are {names}")
+        self.recipe.check_final()
         previous_model: Optional[Path] = None
         for name in names:
             spec = self.recipe.stages[name]

@@ -142,6 +142,8 @@ def test_final_is_the_stage_the_recipe_names_else_the_last_model(tiny_checkpoint
         with pytest.raises(ValueError, match=rf"final: expected the name of a stage that trains a model, one of "
                                              rf"\['sft', 'distill'\]; got '{wrong}'"):
             Recipe.from_file(config)
+    with pytest.raises(ValueError, match="final: expected the name of a stage that trains a model"):
+        Pipeline(Recipe(out_dir=tmp_path, stages=stages, final="rejection"), progress=False).run()
 
 
 def test_shipped_recipe_parses():
