@@ -3,9 +3,10 @@
 Stages run in the order the YAML lists them; each training stage starts from the previous
 model stage's checkpoint folder and trains with the callbacks of `mmr1 fit` (atomic checkpoints,
 exact resume, a stop on non-finite weights, export to `<stage>/export`). Every stage writes
-`<out_dir>/<stage>/metrics.json`: `mmr1 eval`'s accuracy and format rate on `eval_manifest`
-(default: `eval_size` built-in synthetic test records), the mean reward, and the accuracy with the
-image or the audio withheld. A stage's `data:` takes the datamodule's options, e.g. its own
+`<out_dir>/<stage>/metrics.json` with its minutes; a stage whose model answers questions adds `mmr1 eval`'s
+accuracy and format rate on `eval_manifest` (default: `eval_size` built-in synthetic test records), the mean
+reward, and the accuracy with the image or the audio withheld. An alignment stage (contrastive, masked) trains
+no answers, so it is not asked any: a contrastive stage reports its retrieval recall instead. A stage's `data:` takes the datamodule's options, e.g. its own
 `train_manifest` and `val_manifest`.
 A stage whose metrics.json exists is done and skipped; a killed stage resumes from its
 `checkpoints/last.ckpt`. `--only NAME` runs one stage alone, `--rerun NAME` redoes it.
@@ -44,6 +45,7 @@ TRAINING = {
     "dpo": ("mmr1.objectives.DPOModule", "mmr1.datamodules.datamodules.PreferenceDataModule"),
     "distill": ("mmr1.objectives.DistillModule", "mmr1.datamodules.datamodules.SFTDataModule"),
 }
+ALIGNMENT = {"contrastive", "masked"}  # objectives that train the encoders' features, not answers
 SAMPLING = "sample"
 SELECT_KEYS = {"monitor", "mode", "every", "keep_start"}
 STAGE_KEYS = {"objective", "steps", "model", "data", "trainer", "init_from", "checkpoint_every", "sample", "select"}
@@ -165,7 +167,8 @@ class Pipeline:
             self._sample(spec, model_folder, folder)
         else:
             model_folder = self._train(name, spec, previous_model, folder)
-        metrics = evaluate(model_folder, self.recipe, self.eval_manifest(model_folder), folder)
+        metrics = {} if spec["objective"] in ALIGNMENT else \
+            evaluate(model_folder, self.recipe, self.eval_manifest(model_folder), folder)
         metrics["minutes"] = round((time.perf_counter() - start) / 60, 2)
         for extra in ("sampling.json", "retrieval.json", "selection.json"):
             if (folder / extra).is_file():
