@@ -6,8 +6,8 @@ exact resume, a stop on non-finite weights, export to `<stage>/export`). Every s
 `<out_dir>/<stage>/metrics.json` with its minutes; a stage whose model answers questions adds `mmr1 eval`'s
 accuracy and format rate on `eval_manifest` (default: `eval_size` built-in synthetic test records), the mean
 reward, and the accuracy with the image or the audio withheld. An alignment stage (contrastive, masked) trains
-no answers, so it is not asked any: a contrastive stage reports its retrieval recall instead. A stage's `data:` takes the datamodule's options, e.g. its own
-`train_manifest` and `val_manifest`.
+no answers, so it is not asked any: a contrastive stage reports its retrieval recall instead. A stage's
+`data:` takes the datamodule's options, e.g. its own `train_manifest` and `val_manifest`.
 A stage whose metrics.json exists is done and skipped; a killed stage resumes from its
 `checkpoints/last.ckpt`. `--only NAME` runs one stage alone, `--rerun NAME` redoes it.
 The recipe's model is copied to `<out_dir>/final`: the stage `final` names (the R1 recipe's last RL stage,
